@@ -1,0 +1,7 @@
+"""Guide programs of the collection, importable as ``pyro_vpf.guides``.
+
+Each guide has the signature ``guide(x, times, mask=None)`` of the models it serves and
+meets them only in sample-site names and shapes.
+"""
+
+__all__ = []

@@ -1,0 +1,5 @@
+"""Distributions of pyro_vpf: exact path densities of latent processes."""
+
+from pyro_vpf.distributions.ou_path import OUPath, ou_transition, strictly_increasing
+
+__all__ = ["OUPath", "ou_transition", "strictly_increasing"]
