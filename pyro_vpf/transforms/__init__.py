@@ -1,0 +1,24 @@
+"""Transforms of pyro_vpf: time-conditioned and conditional affine couplings."""
+
+from pyro_vpf.transforms.coupling import (
+    ContextAffineCoupling,
+    ContextAffineCouplingTransform,
+    context_affine_coupling,
+)
+from pyro_vpf.transforms.observation_flow import (
+    ConditionalObservationFlow,
+    conditional_observation_flow,
+)
+from pyro_vpf.transforms.time_embedding import FourierTimeEmbedding
+from pyro_vpf.transforms.time_flow import TimeConditionedFlow, time_conditioned_flow
+
+__all__ = [
+    "ConditionalObservationFlow",
+    "ContextAffineCoupling",
+    "ContextAffineCouplingTransform",
+    "FourierTimeEmbedding",
+    "TimeConditionedFlow",
+    "conditional_observation_flow",
+    "context_affine_coupling",
+    "time_conditioned_flow",
+]

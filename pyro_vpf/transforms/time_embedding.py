@@ -1,0 +1,61 @@
+r"""Learned Fourier features of time."""
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["FourierTimeEmbedding"]
+
+
+class FourierTimeEmbedding(nn.Module):
+    r"""Learned Fourier features :math:`\phi(t) = [\sin(\omega\tau + b), \cos(\omega\tau + b)]`.
+
+    Time is first normalised, :math:`\tau = t / \text{time\_scale}`, so that the same
+    initialisation serves horizons from milliseconds to years; the frequencies
+    :math:`\omega` (initialised log-spaced from a quarter of a cycle to 16 cycles per
+    ``time_scale``) and phases :math:`b` are learned.
+
+    Args:
+        embed_dim (int): output size, even.
+        time_scale (float): the time unit of the data (e.g. the training horizon).
+        learnable (bool): learn frequencies and phases (default) or keep them fixed.
+
+    Shapes: ``times (...)`` -> ``(..., embed_dim)``.
+    """
+
+    def __init__(self, embed_dim=16, time_scale=1.0, learnable=True):
+        super().__init__()
+        if embed_dim < 2 or embed_dim % 2:
+            raise ValueError(f"embed_dim must be an even integer >= 2, got {embed_dim}")
+        if not time_scale > 0:
+            raise ValueError(f"time_scale must be positive, got {time_scale}")
+        self.embed_dim = embed_dim
+        self.time_scale = float(time_scale)
+        n = embed_dim // 2
+        cycles = torch.logspace(math.log10(0.25), math.log10(16.0), n)
+        frequency = 2 * math.pi * cycles
+        phase = torch.zeros(n)
+        if learnable:
+            self.frequency = nn.Parameter(frequency)
+            self.phase = nn.Parameter(phase)
+        else:
+            self.register_buffer("frequency", frequency)
+            self.register_buffer("phase", phase)
+
+    def forward(self, times):
+        if not isinstance(times, torch.Tensor) or times.dtype != self.frequency.dtype:
+            dtype = times.dtype if isinstance(times, torch.Tensor) else type(times).__name__
+            raise ValueError(
+                f"times must be a tensor of dtype {self.frequency.dtype} (the module's), "
+                f"got {dtype}"
+            )
+        if times.device != self.frequency.device:
+            raise ValueError(
+                f"times is on {times.device} but the module is on {self.frequency.device}"
+            )
+        angle = (times / self.time_scale).unsqueeze(-1) * self.frequency + self.phase
+        return torch.cat([angle.sin(), angle.cos()], dim=-1)
+
+    def extra_repr(self):
+        return f"embed_dim={self.embed_dim}, time_scale={self.time_scale}"
