@@ -135,7 +135,7 @@ def test_sample_moments_match_kernel():
     # entry sqrt((S_ii S_jj + S_ij^2) / N); a 5-standard-error band fails with probability
     # < 1e-5 per entry, and the seed is fixed.
     torch.manual_seed(6)
-    N, K, D = 40_000, 5, 2
+    N = 40_000
     times = torch.tensor([0.0, 0.1, 0.15, 0.6, 1.6, 1.7], dtype=D64)
     kappa = torch.tensor([1.5, 0.2], dtype=D64)
     sigma = torch.tensor([0.8, 1.1], dtype=D64)

@@ -154,7 +154,7 @@ class OUPath(TorchDistribution):
         r"""The exact transition coefficients ``(A, Q)``, each ``(..., K, D)``."""
         return ou_transition(self.times, self.rate, self.scale)
 
-    def rsample(self, sample_shape=torch.Size()):
+    def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
         eps = _standard_normal(shape, dtype=self.y0.dtype, device=self.y0.device)
         transition, variance = self.transition()
@@ -181,11 +181,12 @@ class OUPath(TorchDistribution):
         elapsed = (self.times[..., 1:] - self.times[..., :1]).unsqueeze(-1)
         decay = torch.exp(-self.rate.unsqueeze(-2) * elapsed)
         loc = self.loc.unsqueeze(-2)
-        return (loc + decay * (self.y0.unsqueeze(-2) - loc)).expand(self.batch_shape + self.event_shape)
+        mean = loc + decay * (self.y0.unsqueeze(-2) - loc)
+        return mean.expand(self.batch_shape + self.event_shape)
 
     @property
     def variance(self):
-        r""":math:`\operatorname{Var}[y_k \mid y_0] = \sigma^2(1 - e^{-2\kappa(t_k-t_0)})/(2\kappa)`."""
+        r"""Path variance given y_0: :math:`\sigma^2(1 - e^{-2\kappa(t_k-t_0)})/(2\kappa)`."""
         elapsed = (self.times[..., 1:] - self.times[..., :1]).unsqueeze(-1)
         rate = self.rate.unsqueeze(-2)
         var = self.scale.unsqueeze(-2).square() * (-torch.expm1(-2 * rate * elapsed)) / (2 * rate)
