@@ -126,6 +126,10 @@ def test_inverse_round_trip_without_cache(name, batch_shape):
     assert torch.allclose(x_back, x, atol=1e-9)
     y_again = t(t.inv(y.clone()).clone())
     assert torch.allclose(y_again, y, atol=1e-9)
+    # without autograd the conditioner works in place: same map, both directions
+    with torch.no_grad():
+        assert torch.allclose(t(x.clone()), y, atol=1e-12)
+        assert torch.allclose(t.inv(y.clone()), x_back, atol=1e-12)
     # the log-det evaluated from the inverse direction agrees with the forward one
     assert torch.allclose(t.log_abs_det_jacobian(x_back, y.clone()), t.log_abs_det_jacobian(x, y))
 

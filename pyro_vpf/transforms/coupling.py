@@ -81,11 +81,18 @@ class ContextAffineCoupling(ConditionalTransformModule):
 
     def conditioner(self, x_a, context_hidden):
         """Shift and log-scale for the transformed part, given the passed-through part."""
-        h = context_hidden
-        if self.input_layer is not None:
-            h = self.input_layer(x_a) + h
-        h = nn.functional.silu(h)
-        h = nn.functional.silu(self.hidden_layer(h))
+        # Without autograd (sampling), the hidden activations are updated in place: at
+        # 10^5 points x 64 paths each one is gigabytes, and fresh allocations dominate.
+        inplace = not torch.is_grad_enabled()
+        if self.input_layer is None:
+            h = nn.functional.silu(context_hidden)
+        else:
+            h = self.input_layer(x_a)
+            if inplace and h.shape == torch.broadcast_shapes(h.shape, context_hidden.shape):
+                h = nn.functional.silu(h.add_(context_hidden), inplace=True)
+            else:
+                h = nn.functional.silu(h + context_hidden)
+        h = nn.functional.silu(self.hidden_layer(h), inplace=inplace)
         shift, raw_scale = self.output_layer(h).chunk(2, dim=-1)
         bound = self.log_scale_bound
         return shift, bound * torch.tanh(raw_scale / bound)
