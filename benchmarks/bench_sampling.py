@@ -131,8 +131,12 @@ def main(argv=None):
         summary["growth_100001_over_10001"] = (
             by_points[100001]["sampler"] / by_points[10001]["sampler"]
         )
-    summary["sampler_over_flow"] = max(r["sampler_over_flow"] for r in rows if r["points"] >= 1001) \
-        if any(r["points"] >= 1001 for r in rows) else rows[-1]["sampler_over_flow"]
+    # Overhead of the sampler over the flow, at the sizes where work (not Python dispatch)
+    # dominates; every size's ratio is in the table.
+    large = [r["sampler_over_flow"] for r in rows if r["points"] >= 1001] or [
+        rows[-1]["sampler_over_flow"]
+    ]
+    summary["sampler_over_flow"] = max(large)
     print("\nratio                          measured   target   met")
     for key, value in summary.items():
         better_low = key != "loop_over_scan_at_10001"
