@@ -23,7 +23,6 @@ arithmetic is the floor).
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 
@@ -38,9 +37,10 @@ TARGETS = {"loop_over_scan_at_10001": 50.0, "growth_100001_over_10001": 11.0,
 
 
 def timed(fn, repeats, device):
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up run.
+    """Shortest wall time of ``fn()`` over ``repeats`` runs after one warm-up run.
 
-    A warm-up longer than a second already amortises any first-call cost, so it counts as
+    The minimum, as ``timeit`` advises: on a shared machine noise only ever adds time. A
+    warm-up longer than a second already amortises any first-call cost, so it counts as
     the first of the timed runs.
     """
     start = time.perf_counter()
@@ -55,7 +55,7 @@ def timed(fn, repeats, device):
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def bench_size(prior, num_points, num_paths, repeats, loop_limit, device, dtype):

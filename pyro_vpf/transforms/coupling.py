@@ -79,11 +79,35 @@ class ContextAffineCoupling(ConditionalTransformModule):
             )
         return ContextAffineCouplingTransform(self, self.context_layer(context))
 
+    #: Without autograd, inputs with more rows than this are conditioned in blocks of points
+    #: so that the hidden activations stay small enough to be reused from cache.
+    rows_per_block = 65536
+
     def conditioner(self, x_a, context_hidden):
         """Shift and log-scale for the transformed part, given the passed-through part."""
-        # Without autograd (sampling), the hidden activations are updated in place: at
-        # 10^5 points x 64 paths each one is gigabytes, and fresh allocations dominate.
-        inplace = not torch.is_grad_enabled()
+        if torch.is_grad_enabled() or x_a.dim() < 2:
+            return self._mlp(x_a, context_hidden, inplace=False)
+        batch = torch.broadcast_shapes(x_a.shape[:-1], context_hidden.shape[:-1])
+        points = batch[-1]
+        per_point = batch.numel() // max(points, 1)
+        step = max(1, self.rows_per_block // max(per_point, 1))
+        if step >= points:
+            return self._mlp(x_a, context_hidden, inplace=True)
+        # Blocks along dim -2 (time points of a path, or the last batch dimension).
+        ctx_blocks = context_hidden.dim() >= 2 and context_hidden.shape[-2] == points
+        x_blocks = x_a.shape[-2] == points
+        pieces = [
+            self._mlp(
+                x_a[..., i : i + step, :] if x_blocks else x_a,
+                context_hidden[..., i : i + step, :] if ctx_blocks else context_hidden,
+                inplace=True,
+            )
+            for i in range(0, points, step)
+        ]
+        return tuple(torch.cat(parts, dim=-2) for parts in zip(*pieces, strict=True))
+
+    def _mlp(self, x_a, context_hidden, inplace):
+        # Without autograd (sampling) the hidden activations are updated in place.
         if self.input_layer is None:
             h = nn.functional.silu(context_hidden)
         else:
