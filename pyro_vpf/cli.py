@@ -10,7 +10,7 @@ import torch
 __all__ = ["main", "run_demo"]
 
 
-def run_demo(num_samples=256, points=(41, 10_001), latent_dim=2, out_dir="outputs", seed=0,
+def run_demo(num_samples=1000, points=(41, 10_001), latent_dim=2, out_dir="outputs", seed=0,
              device="cpu", hidden_dim=64, num_flow_layers=4):
     """Sample a latent path prior at several resolutions and show that they agree.
 
@@ -35,7 +35,7 @@ def run_demo(num_samples=256, points=(41, 10_001), latent_dim=2, out_dir="output
     prior = LatentPathPrior(latent_dim, hidden_dim, num_flow_layers, time_scale=1.0)
     with torch.no_grad():  # random, non-trivial flow weights: the prior is not just an OU path
         for p in prior.flow.parameters():
-            p.add_(0.3 * torch.randn_like(p))
+            p.add_(0.05 * torch.randn_like(p))
     prior.to(device)
 
     results, finals, draws = {}, [], {}
@@ -60,7 +60,7 @@ def run_demo(num_samples=256, points=(41, 10_001), latent_dim=2, out_dir="output
     axes[0].legend(frameon=False)
     axes[0].set_title("prior paths at two resolutions (independent draws)")
     plot_marginals(finals, [f"{n} points" for n in points], ax=axes[1])
-    axes[1].set_title("$z_0$ at $t_K$: same law at every resolution")
+    axes[1].set_title("z[0] at the last time: same law at every resolution")
     fig.tight_layout()
     figure = os.path.join(out_dir, "prior_samples.png")
     fig.savefig(figure, dpi=120)
@@ -72,7 +72,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="pyro_vpf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="sample the latent path prior at several resolutions")
-    demo.add_argument("--num-samples", type=int, default=256)
+    demo.add_argument("--num-samples", type=int, default=1000)
     demo.add_argument("--points", type=int, nargs="+", default=[41, 10_001])
     demo.add_argument("--out-dir", default="outputs")
     demo.add_argument("--seed", type=int, default=0)

@@ -35,7 +35,7 @@ def plot_paths(times, paths, dim=0, ax=None, max_paths=8, label=None, **style):
     for i, path in enumerate(z):
         ax.plot(t, path, label=label if i == 0 else None, **style)
     ax.set_xlabel("time")
-    ax.set_ylabel(f"$z_{{{dim}}}$")
+    ax.set_ylabel(f"z[{dim}]")
     return ax
 
 
@@ -49,7 +49,7 @@ def plot_marginals(samples, labels, dim=0, ax=None, bins=40):
     ax = _axes(ax)
     for s, label in zip(samples, labels, strict=True):
         ax.hist(_numpy(s)[:, dim], bins=bins, density=True, histtype="step", label=label)
-    ax.set_xlabel(f"$z_{{{dim}}}$")
+    ax.set_xlabel(f"z[{dim}]")
     ax.set_ylabel("density")
     ax.legend(frameon=False)
     return ax
