@@ -98,7 +98,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     sizes = args.sizes or ([101, 1001, 10001] if args.quick else [101, 1001, 10001, 100001])
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 5)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(args.seed)
     prior = LatentPathPrior(args.latent_dim, args.hidden_dim, args.layers)
@@ -108,7 +108,7 @@ def main(argv=None):
     with torch.no_grad():
         for n in sizes:
             # small sizes are cheap and noisy: more runs; the largest: fewer
-            reps = max(repeats, 5) if n <= 1001 else repeats if n <= 10001 else max(1, repeats - 1)
+            reps = max(repeats, 5) if n <= 1001 else repeats if n <= 10001 else min(repeats, 2)
             rows.append(bench_size(prior, n, args.paths, reps, 100001, device, dtype))
             print(f"  measured {n} points", file=sys.stderr, flush=True)
 

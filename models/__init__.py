@@ -4,4 +4,6 @@ Each model is a callable object holding its networks whose call runs a Pyro prog
 the signature ``model(x, times, mask=None)``.
 """
 
-__all__ = []
+from pyro_vpf.models.vpf import VPF
+
+__all__ = ["VPF"]

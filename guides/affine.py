@@ -1,0 +1,95 @@
+r"""The affine guide: a time-adaptive Gaussian posterior over the latent path."""
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions import Normal
+from torch import nn
+
+from pyro_vpf.nn import GRUEncoder, LocalTimeAttention, normalised_time
+from pyro_vpf.sites import SEQUENCES, Z0, Z
+from pyro_vpf.validation import check_sequences
+
+__all__ = ["AffineGuide"]
+
+
+class AffineGuide(nn.Module):
+    r"""Guide :math:`q(z_k \mid x) = \mathcal N(m(t_k), s(t_k)^2)`, independent across :math:`k`.
+
+    An encoder (:class:`~pyro_vpf.nn.GRUEncoder`) reads the masked sequence and returns a
+    summary :math:`g` and per-step contexts :math:`c_j`; for a query time :math:`t`, a
+    :class:`~pyro_vpf.nn.LocalTimeAttention` pools the contexts near
+    :math:`\tau(t)`, and an MLP on :math:`[g + \text{pooled}(\tau(t)),\; \tau(t)]` gives
+    :math:`m(t)` and :math:`s(t)`. Time is normalised to each sequence's own
+    :math:`[t_0, t_K]`, for the grid and the query alike. Since :math:`m, s` are functions of
+    continuous :math:`t`, :meth:`posterior` gives the marginal at unobserved times too.
+
+    Call signature and sites are the model's: ``guide(x, times, mask=None)`` samples
+    ``"z0"`` (event ``(Dz,)``) and ``"z"`` (event ``(K, Dz)``) inside the plate over
+    sequences.
+
+    Args:
+        obs_dim (int): :math:`D_x`.
+        latent_dim (int): :math:`D_z`.
+        hidden_dim (int): encoder and head width.
+        window (int): grid points the attention pools over for each query.
+        min_scale (float): floor of :math:`s(t)`.
+    """
+
+    def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, window=8, min_scale=1e-4):
+        super().__init__()
+        self.obs_dim, self.latent_dim = obs_dim, latent_dim
+        self.min_scale = min_scale
+        self.encoder = GRUEncoder(obs_dim, hidden_dim)
+        self.attention = LocalTimeAttention(window)
+        self.head = nn.Sequential(
+            nn.Linear(hidden_dim + 1, hidden_dim), nn.SiLU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.SiLU(),
+            nn.Linear(hidden_dim, 2 * latent_dim),
+        )
+
+    def _marginals(self, x, times, mask, query):
+        B = x.shape[0]
+        steps, summary = self.encoder(x, times, mask)
+        grid, tau = normalised_time(times, query)
+        grid, tau = grid.expand(B, -1), tau.expand(B, -1)
+        present = None if mask is None else mask.any(-1)
+        pooled = self.attention(grid, steps, present, tau)
+        features = torch.cat([summary.unsqueeze(1) + pooled, tau.unsqueeze(-1)], dim=-1)
+        loc, raw_scale = self.head(features).chunk(2, dim=-1)
+        return loc, nn.functional.softplus(raw_scale) + self.min_scale
+
+    def posterior(self, x, times, query_times, mask=None):
+        r"""Posterior mean and scale of :math:`z(t)` at any query times.
+
+        Args:
+            x: ``(B, K+1, Dx)``; times: ``(K+1,)`` or ``(B, K+1)``; mask as for the model.
+            query_times: ``(Q,)`` or ``(B, Q)``, anywhere (inside the grid: interpolation;
+                beyond it: extrapolation).
+
+        Returns:
+            tuple: ``(loc, scale)``, each ``(B, Q, Dz)``.
+        """
+        like = next(self.parameters())
+        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim, like=like)
+        if not isinstance(query_times, torch.Tensor) or query_times.dim() not in (1, 2) or (
+            query_times.dim() == 2 and query_times.shape[0] != B
+        ):
+            raise ValueError(f"query_times must have shape (Q,) or ({B}, Q)")
+        if query_times.dtype != like.dtype or query_times.device != like.device:
+            raise ValueError(f"query_times must have dtype {like.dtype} on {like.device}")
+        return self._marginals(x, times, mask, query_times)
+
+    def forward(self, x, times, mask=None, *, batch_size=None, kl_weight=1.0):
+        """The guide program (see the class docstring)."""
+        x, times, mask, B = check_sequences(
+            x, times, mask, obs_dim=self.obs_dim, like=self.head[0].weight
+        )
+        pyro.module("affine_guide", self)
+        with pyro.plate(SEQUENCES, B, subsample_size=batch_size, dim=-1) as idx:
+            tb = times[idx] if times.dim() == 2 else times
+            mb = None if mask is None else mask[idx]
+            loc, scale = self._marginals(x[idx], tb, mb, tb)
+            with poutine.scale(scale=kl_weight):
+                pyro.sample(Z0, Normal(loc[:, 0], scale[:, 0]).to_event(1))
+                pyro.sample(Z, Normal(loc[:, 1:], scale[:, 1:]).to_event(2))

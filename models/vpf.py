@@ -1,0 +1,126 @@
+r"""The Variational Path Flow as a Pyro model program."""
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions import Normal, TransformedDistribution
+from torch import nn
+
+from pyro_vpf.prior import LatentPathPrior, check_times
+from pyro_vpf.sites import SEQUENCES, Z0, X, Z
+from pyro_vpf.transforms import ConditionalObservationFlow
+from pyro_vpf.validation import check_sequences
+
+__all__ = ["VPF"]
+
+
+class VPF(nn.Module):
+    r"""Variational Path Flow: an exact-density latent path model with a flow likelihood.
+
+    Generative program, for each sequence (a plate over sequences):
+
+    .. math::
+
+        z_0 &\sim \mathcal N(m_0, s_0^2), \qquad
+        z_{1:K} \mid z_0 \sim f_{t}\#\,\text{OU}(y_{1:K} \mid y_0 = f_{t_0}^{-1}(z_0)), \\
+        x_k &= g(u_k; z_k), \quad u_k \sim \mathcal N(0, I), \qquad k = 0, \dots, K,
+
+    with :math:`f_t` a :class:`~pyro_vpf.transforms.TimeConditionedFlow` and :math:`g` a
+    :class:`~pyro_vpf.transforms.ConditionalObservationFlow` (DESIGN §2). Sample sites
+    (:mod:`pyro_vpf.sites`): ``"z0"`` (event ``(Dz,)``), ``"z"`` (event ``(K, Dz)``, a
+    ``TransformedDistribution`` of :class:`~pyro_vpf.distributions.OUPath`) and ``"x"``
+    (event ``(K+1, Dx)``), inside the plate ``"sequences"``.
+
+    Calling the model runs the program: ``model(x, times, mask=None)``, with ``x=None`` to
+    sample observations. Masked time points contribute nothing to the likelihood (a
+    ``MaskedDistribution`` per time point); their values are never read.
+
+    Args:
+        obs_dim (int): :math:`D_x`.
+        latent_dim (int): :math:`D_z`.
+        hidden_dim (int): width of every conditioner.
+        num_flow_layers (int): couplings of the latent flow :math:`f_t` (0: identity).
+        num_obs_flow_layers (int): couplings of the observation flow :math:`g`.
+        time_embed_dim (int): size of the time embedding.
+        time_scale (float): the data's time unit (e.g. the horizon of a training sequence).
+    """
+
+    def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, num_flow_layers=6,
+                 num_obs_flow_layers=6, time_embed_dim=16, time_scale=1.0):
+        super().__init__()
+        self.obs_dim, self.latent_dim = obs_dim, latent_dim
+        self.prior = LatentPathPrior(latent_dim, hidden_dim, num_flow_layers, time_embed_dim,
+                                     time_scale)
+        self.obs_flow = ConditionalObservationFlow(obs_dim, latent_dim, num_obs_flow_layers,
+                                                   hidden_dim)
+
+    def _like(self):
+        return self.prior.init_loc
+
+    def observation_distribution(self, z, point_mask=None):
+        r""":math:`p(x_{0:K} \mid z_{0:K})`, event ``(K+1, Dx)``, for ``z (..., K+1, Dz)``.
+
+        ``point_mask (..., K+1)`` drops unobserved time points from the log-density.
+        """
+        base = Normal(z.new_zeros(()), z.new_ones(())).expand([self.obs_dim]).to_event(1)
+        per_point = TransformedDistribution(base, self.obs_flow.condition(z))
+        if point_mask is not None:
+            per_point = per_point.mask(point_mask)
+        return per_point.to_event(1)
+
+    def forward(self, x, times, mask=None, *, batch_size=None, num_sequences=None,
+                kl_weight=1.0):
+        """The model program (see the class docstring). Returns ``z_{0:K}``.
+
+        Args:
+            x: ``(B, K+1, Dx)`` or ``None``.
+            times: ``(K+1,)`` or ``(B, K+1)``, strictly increasing.
+            mask: ``None``, ``(B, K+1)`` or ``(B, K+1, Dx)`` bool (``True`` = observed).
+            batch_size: subsample this many sequences (the plate rescales the likelihood).
+            num_sequences: ``B`` when sampling (``x=None``) with shared times.
+            kl_weight: :math:`\\beta` scaling the latent sites (KL annealing).
+        """
+        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim,
+                                            like=self._like(), num_sequences=num_sequences)
+        point_mask = None if mask is None else _point_mask(mask)
+        pyro.module("vpf", self)
+        with pyro.plate(SEQUENCES, B, subsample_size=batch_size, dim=-1) as idx:
+            tb = times[idx] if times.dim() == 2 else times
+            with poutine.scale(scale=kl_weight):
+                z0 = pyro.sample(Z0, self.prior.initial_distribution())
+                z = pyro.sample(Z, self.prior.path_distribution(z0, tb))
+            z = torch.cat([z0.unsqueeze(-2), z], dim=-2)
+            pm = None if point_mask is None else point_mask[idx]
+            pyro.sample(X, self.observation_distribution(z, pm),
+                        obs=None if x is None else x[idx])
+        return z
+
+    def sample_prior(self, times, num_samples=1):
+        r"""Latent paths and observations at any increasing ``times`` ``(K+1,)``.
+
+        One pass, no loop over time: :meth:`LatentPathPrior.sample
+        <pyro_vpf.prior.LatentPathPrior.sample>` for :math:`z`, then :math:`x_k = g(u_k; z_k)`
+        with fresh noise :math:`u_k \sim \mathcal N(0, I)` (real observation noise).
+
+        Returns:
+            tuple: ``(z, x)`` of shapes ``(num_samples, K+1, Dz)`` and
+            ``(num_samples, K+1, Dx)``.
+        """
+        check_times(times, self._like())
+        if times.dim() != 1:
+            raise ValueError(f"times must be 1-D (K+1,), got {tuple(times.shape)}")
+        z = self.prior.sample(times, num_samples)
+        x = self.observation_distribution(z).sample()
+        return z, x
+
+
+def _point_mask(mask):
+    """Reduce an entry mask ``(B, K+1, Dx)`` to observed time points ``(B, K+1)``."""
+    observed = mask.all(-1)
+    if bool((mask.any(-1) & ~observed).any()):
+        raise ValueError(
+            "mask marks some channels of a time point observed and others missing: the "
+            "observation flow couples channels, so a subset of them has no tractable density. "
+            "Mark whole time points missing (mask of shape (B, K+1))."
+        )
+    return observed

@@ -1,0 +1,212 @@
+r"""Stochastic variational inference for any model/guide pair of the collection."""
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.elbo import ELBO
+from tqdm.auto import tqdm
+
+from pyro_vpf.validation import check_sequences
+
+__all__ = ["FitHistory", "fit", "load_checkpoint", "save_checkpoint"]
+
+_ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+
+
+@dataclass
+class FitHistory:
+    """What :func:`fit` records, one entry per step.
+
+    ``loss`` is Pyro's loss (minus the ELBO estimate of the whole data set, nats);
+    ``elbo_per_point`` is the ELBO per observed time point; ``kl_weight`` the annealing
+    weight used; ``step_seconds`` the wall time of each step.
+    """
+
+    loss: list = field(default_factory=list)
+    elbo_per_point: list = field(default_factory=list)
+    kl_weight: list = field(default_factory=list)
+    step_seconds: list = field(default_factory=list)
+
+    def __len__(self):
+        return len(self.loss)
+
+
+def _module_params(name):
+    return "$$$" in name  # parameters that pyro.module registered from an nn.Module
+
+
+def save_checkpoint(path, model, guide, optimizer, step, history, config=None):
+    """Write model, guide, optimiser, free params of the param store, RNG states and history.
+
+    Written to a temporary file and renamed, so an interrupted save never corrupts the
+    previous checkpoint.
+    """
+    store = pyro.get_param_store().get_state()
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "guide": guide.state_dict(),
+        "optimizer": optimizer.get_state(),
+        "param_store": {
+            "params": {k: v for k, v in store["params"].items() if not _module_params(k)},
+            "constraints": {k: v for k, v in store["constraints"].items()
+                            if not _module_params(k)},
+        },
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                "numpy": np.random.get_state(),  # noqa: NPY002 - the global state is what we restore
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        "history": history.__dict__,
+        "config": config or {},
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, model, guide, optimizer=None, map_location=None):
+    """Restore what :func:`save_checkpoint` wrote. Returns ``(step, history, config)``.
+
+    Module parameters are copied into the existing tensors, which ``pyro.module``
+    registers again on the next call; free parameters go back into the param store.
+    """
+    state = torch.load(path, map_location=map_location, weights_only=False)
+    model.load_state_dict(state["model"])
+    guide.load_state_dict(state["guide"])
+    store = pyro.get_param_store()
+    for name in [n for n in store.keys() if _module_params(n)]:
+        del store[name]
+    for name, value in state["param_store"]["params"].items():
+        store[name] = value
+        store._constraints[name] = state["param_store"]["constraints"][name]
+    if optimizer is not None:
+        optimizer.set_state(state["optimizer"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])  # noqa: NPY002
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return state["step"], FitHistory(**state["history"]), state["config"]
+
+
+def _all_finite(*modules):
+    return all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters())
+
+
+def _stopped(step, last_saved):
+    where = f"the last good checkpoint is {last_saved}" if last_saved else "no checkpoint yet"
+    return f"training stopped at step {step} with non-finite values; {where}"
+
+
+def _make_elbo(elbo, num_particles, vectorize_particles):
+    if isinstance(elbo, ELBO):
+        return elbo
+    if elbo not in _ELBOS:
+        raise ValueError(f"elbo must be one of {sorted(_ELBOS)} or a pyro.infer.ELBO, got {elbo!r}")
+    return _ELBOS[elbo](num_particles=num_particles, vectorize_particles=vectorize_particles,
+                        max_plate_nesting=1)
+
+
+def fit(model, guide, x, times, mask=None, *, num_steps=1000, batch_size=None, lr=1e-3,
+        num_particles=1, vectorize_particles=True, elbo="trace", clip_norm=10.0, lr_decay=1.0,
+        kl_anneal_steps=0, kl_start=0.1, checkpoint_path=None, checkpoint_every=None,
+        resume=None, progress=True, callback=None):
+    r"""Fit ``model`` and ``guide`` to sequences with SVI; no hand-written loss.
+
+    Each step is one ``SVI.step`` of ``pyro.infer.Trace_ELBO`` (or
+    ``TraceMeanField_ELBO``) with ``pyro.optim.ClippedAdam``, on ``batch_size`` sequences
+    drawn by the model's plate (which rescales the likelihood, so the loss estimates the
+    whole data set). With ``kl_anneal_steps > 0``, the latent sites are scaled by
+    :math:`\beta` rising linearly from ``kl_start`` to 1 (``poutine.scale`` inside the
+    programs), i.e. the objective :math:`E_q[\log p(x|z)] - \beta\,\mathrm{KL}`.
+
+    Args:
+        model, guide: programs with signature ``(x, times, mask=None, *, batch_size,
+            kl_weight)``.
+        x (torch.Tensor): ``(B, K+1, Dx)``.
+        times (torch.Tensor): ``(K+1,)`` or ``(B, K+1)``.
+        mask (torch.Tensor): ``None``, ``(B, K+1)`` or ``(B, K+1, Dx)`` bool.
+        num_steps (int): total steps (a resumed run continues up to this number).
+        batch_size (int): sequences per step (default: all).
+        lr (float): Adam learning rate; ``lr_decay`` its per-step decay factor.
+        num_particles (int): ELBO particles, vectorised by default.
+        elbo (str or ELBO): ``"trace"``, ``"meanfield"`` or an ELBO instance.
+        clip_norm (float): gradient clipping of ClippedAdam.
+        checkpoint_path (str): where checkpoints go; ``checkpoint_every`` steps between them
+            (and always at the end).
+        resume (str): a checkpoint to continue from (optimiser, RNG and history included:
+            the continued run equals an uninterrupted one).
+        progress (bool): show a tqdm bar with the running ELBO per point.
+        callback: called as ``callback(step, history)`` after every step.
+
+    Returns:
+        FitHistory: the per-step record.
+
+    Raises:
+        FloatingPointError: when the loss becomes NaN or infinite; the last checkpoint on
+            disk is left as it was (the last good state).
+    """
+    like = next(model.parameters())
+    x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
+    if batch_size is not None and not 1 <= batch_size <= B:
+        raise ValueError(f"batch_size must lie in [1, {B}], got {batch_size}")
+    if num_steps < 0 or num_particles < 1:
+        raise ValueError("num_steps must be >= 0 and num_particles >= 1")
+    if checkpoint_every is not None and checkpoint_path is None:
+        raise ValueError("checkpoint_every needs a checkpoint_path")
+    batch_size = None if batch_size == B else batch_size
+    observed_points = B * x.shape[1] if mask is None else int(mask.all(-1).sum())
+
+    optimizer = pyro.optim.ClippedAdam({"lr": lr, "clip_norm": clip_norm, "lrd": lr_decay})
+    svi = SVI(model, guide, optimizer, _make_elbo(elbo, num_particles, vectorize_particles))
+    config = {"num_steps": num_steps, "batch_size": batch_size, "lr": lr,
+              "num_particles": num_particles, "elbo": str(elbo), "clip_norm": clip_norm,
+              "lr_decay": lr_decay, "kl_anneal_steps": kl_anneal_steps, "kl_start": kl_start}
+    start, history = 0, FitHistory()
+    if resume is not None:
+        start, history, _ = load_checkpoint(resume, model, guide, optimizer,
+                                            map_location=like.device)
+
+    bar = tqdm(range(start, num_steps), initial=start, total=num_steps, disable=not progress,
+               desc="SVI", dynamic_ncols=True)
+    last_saved = resume
+    for step in bar:
+        beta = 1.0 if kl_anneal_steps <= 0 else min(
+            1.0, kl_start + (1.0 - kl_start) * step / kl_anneal_steps)
+        tic = time.perf_counter()
+        try:
+            loss = svi.step(x, times, mask, batch_size=batch_size, kl_weight=beta)
+        except ValueError as err:  # distribution validation meeting non-finite parameters
+            if _all_finite(model, guide):
+                raise
+            raise FloatingPointError(_stopped(step, last_saved)) from err
+        elapsed = time.perf_counter() - tic
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss}: " + _stopped(step, last_saved))
+        history.loss.append(loss)
+        history.elbo_per_point.append(-loss / observed_points)
+        history.kl_weight.append(beta)
+        history.step_seconds.append(elapsed)
+        if progress:
+            bar.set_postfix(elbo_per_point=f"{np.mean(history.elbo_per_point[-20:]):.3f}")
+        if callback is not None:
+            callback(step, history)
+        done = step + 1
+        if checkpoint_path and (
+            done == num_steps or (checkpoint_every and done % checkpoint_every == 0)
+        ):
+            if not _all_finite(model, guide):  # never overwrite a good checkpoint with this
+                raise FloatingPointError(_stopped(done, last_saved))
+            save_checkpoint(checkpoint_path, model, guide, optimizer, done, history, config)
+            last_saved = checkpoint_path
+    bar.close()
+    return history

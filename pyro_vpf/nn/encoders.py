@@ -1,0 +1,95 @@
+r"""Sequence encoders and time-local attention for guides."""
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["GRUEncoder", "LocalTimeAttention", "normalised_time"]
+
+
+def normalised_time(times, query=None):
+    r"""Map times to each sequence's own unit interval, :math:`\tau = (t - t_0)/(t_K - t_0)`.
+
+    Args:
+        times: ``(K+1,)`` or ``(B, K+1)``, the sequence's grid.
+        query: optional ``(Q,)`` or ``(B, Q)`` times to map with the same affine map (the
+            grid and the query must share one normalisation).
+
+    Returns:
+        ``tau`` of the grid, and of the query if given.
+    """
+    t0, span = times[..., :1], times[..., -1:] - times[..., :1]
+    tau = (times - t0) / span
+    if query is None:
+        return tau
+    return tau, (query - t0) / span
+
+
+class GRUEncoder(nn.Module):
+    r"""Bidirectional GRU over a masked sequence: per-step and global contexts.
+
+    The input at step :math:`k` is :math:`[m_k \odot x_k,\; m_k,\; \tau_k,\; \Delta\tau_k]`
+    (``m`` the mask, :math:`\tau` time normalised to the sequence's own :math:`[t_0, t_K]`):
+    missing entries are carried as zeros with an explicit mask channel, never as data.
+
+    Shapes: ``x (B, K+1, Dx)``, ``times (K+1,)`` or ``(B, K+1)``, ``mask (B, K+1, Dx)`` or
+    ``None`` -> ``steps (B, K+1, H)``, ``summary (B, H)``.
+    """
+
+    def __init__(self, obs_dim, hidden_dim=128):
+        super().__init__()
+        self.obs_dim, self.hidden_dim = obs_dim, hidden_dim
+        self.gru = nn.GRU(2 * obs_dim + 2, hidden_dim, batch_first=True, bidirectional=True)
+        self.step_proj = nn.Linear(2 * hidden_dim, hidden_dim)
+        self.summary_proj = nn.Linear(2 * hidden_dim, hidden_dim)
+
+    def forward(self, x, times, mask=None):
+        B, K1, _ = x.shape
+        tau = normalised_time(times).expand(B, K1)
+        dtau = torch.cat([torch.zeros_like(tau[:, :1]), tau.diff(dim=-1)], dim=-1)
+        m = torch.ones_like(x) if mask is None else mask.to(x.dtype)
+        inputs = torch.cat([x * m, m, tau.unsqueeze(-1), dtau.unsqueeze(-1)], dim=-1)
+        out, last = self.gru(inputs)
+        summary = self.summary_proj(torch.cat([last[0], last[1]], dim=-1))
+        return self.step_proj(out), summary
+
+
+class LocalTimeAttention(nn.Module):
+    r"""Pool per-step contexts around a query time with a learned Gaussian kernel.
+
+    .. math::
+
+        \text{pooled}(\tau) = \sum_{j \in N_W(\tau)} w_j c_j, \qquad
+        w = \operatorname{softmax}_j\!\left(-(L(\tau_j - \tau))^2\right),
+
+    over :math:`N_W(\tau)`, the ``window`` grid points nearest to :math:`\tau` (found by
+    binary search on the sorted grid). Each query costs :math:`O(W H)`, so all
+    :math:`K+1` queries cost :math:`O(K W H)`, linear in :math:`K` — never a
+    :math:`K \times K \times H` tensor. Grid points that are entirely unobserved are
+    down-weighted by :math:`e^{-30}` (kept only when a window holds nothing else). The
+    sharpness :math:`L` is learned, in units of the sequence's normalised time.
+
+    Shapes: ``grid (B, K+1)`` sorted, ``contexts (B, K+1, H)``, ``present (B, K+1)`` bool or
+    ``None``, ``query (B, Q)`` -> ``(B, Q, H)``.
+    """
+
+    def __init__(self, window=8, init_sharpness=20.0):
+        super().__init__()
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = window
+        self.log_sharpness = nn.Parameter(torch.tensor(math.log(init_sharpness)))
+
+    def forward(self, grid, contexts, present, query):
+        B, K1, H = contexts.shape
+        W = min(self.window, K1)
+        position = torch.searchsorted(grid.contiguous(), query.contiguous())
+        start = (position - W // 2).clamp(0, K1 - W)
+        index = start.unsqueeze(-1) + torch.arange(W, device=grid.device)  # (B, Q, W)
+        rows = torch.arange(B, device=grid.device).view(B, 1, 1)
+        logits = -(self.log_sharpness.exp() * (grid[rows, index] - query.unsqueeze(-1))).square()
+        if present is not None:
+            logits = logits - 30.0 * (~present[rows, index]).to(logits.dtype)
+        weights = torch.softmax(logits, dim=-1)
+        return torch.einsum("bqw,bqwh->bqh", weights, contexts[rows, index])

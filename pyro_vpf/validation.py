@@ -1,0 +1,69 @@
+"""Checks of sequence data at the public boundary: ``ValueError`` naming the argument."""
+
+import torch
+
+__all__ = ["check_sequences"]
+
+
+def check_sequences(x, times, mask=None, *, obs_dim, like, num_sequences=None):
+    """Validate ``(x, times, mask)`` and return them with ``mask`` as ``(B, K+1, Dx)`` bool.
+
+    Args:
+        x: ``(B, K+1, Dx)`` observations or ``None`` (to sample them). Entries where ``mask``
+            is ``False`` may hold anything, NaN included; they are never read.
+        times: ``(K+1,)`` shared or ``(B, K+1)`` per sequence, strictly increasing.
+        mask: ``None``, ``(B, K+1)`` or ``(B, K+1, Dx)`` boolean, ``True`` = observed.
+        obs_dim: the model's ``Dx``.
+        like: a tensor with the model's dtype and device.
+        num_sequences: ``B`` when ``x`` is ``None`` and ``times`` is shared (default 1).
+
+    Returns:
+        tuple: ``(x, times, mask, B)``; ``x`` with unobserved entries set to zero (a
+        placeholder that the masked likelihood never counts), ``mask`` of shape
+        ``(B, K+1, Dx)`` or ``None``.
+    """
+    if not isinstance(times, torch.Tensor):
+        raise ValueError(f"times must be a tensor, got {type(times).__name__}")
+    if times.dim() not in (1, 2) or times.shape[-1] < 2:
+        raise ValueError(f"times must have shape (K+1,) or (B, K+1) with K >= 1, "
+                         f"got {tuple(times.shape)}")
+    if times.dtype != like.dtype or times.device != like.device:
+        raise ValueError(f"times has dtype {times.dtype} on {times.device}; the model expects "
+                         f"{like.dtype} on {like.device}")
+    if not torch.isfinite(times).all():
+        raise ValueError("times contains NaN or infinite values")
+    if not (times.diff(dim=-1) > 0).all():
+        raise ValueError("times must be strictly increasing along its last dimension")
+    K1 = times.shape[-1]
+    if x is None:
+        B = times.shape[0] if times.dim() == 2 else (num_sequences or 1)
+    else:
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"x must be a tensor, got {type(x).__name__}")
+        if x.dim() != 3 or x.shape[1:] != (K1, obs_dim):
+            raise ValueError(f"x must have shape (B, {K1}, {obs_dim}) to match times and "
+                             f"obs_dim, got {tuple(x.shape)}")
+        if x.dtype != like.dtype or x.device != like.device:
+            raise ValueError(f"x has dtype {x.dtype} on {x.device}; the model expects "
+                             f"{like.dtype} on {like.device}")
+        B = x.shape[0]
+    if times.dim() == 2 and times.shape[0] != B:
+        raise ValueError(f"times has {times.shape[0]} rows but there are {B} sequences")
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise ValueError("mask must be a boolean tensor (True = observed)")
+        if mask.device != like.device:
+            raise ValueError(f"mask is on {mask.device}; the model is on {like.device}")
+        if mask.shape == (B, K1):
+            mask = mask.unsqueeze(-1).expand(B, K1, obs_dim)
+        elif mask.shape != (B, K1, obs_dim):
+            raise ValueError(f"mask must have shape ({B}, {K1}) or ({B}, {K1}, {obs_dim}), "
+                             f"got {tuple(mask.shape)}")
+    if x is not None:
+        observed = x if mask is None else x[mask]
+        if not torch.isfinite(observed).all():
+            raise ValueError("x contains NaN or infinite values at observed entries "
+                             "(mark missing entries False in mask)")
+        if mask is not None:
+            x = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return x, times, mask, B
