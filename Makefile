@@ -3,7 +3,7 @@
 # package with its pinned constraints, then run.
 #
 #   CONSTRAINTS=path   pins applied to the install (default: constraints.txt, CPU torch)
-#   DEMO_ARGS=...      extra arguments for `python -m pyro_vpf demo`
+#   DEMO_ARGS=...      extra arguments for `python -m pyro_vpf demo` (trains into outputs/demo)
 #   PYTEST_ARGS=...    extra arguments for pytest
 
 SHELL := /bin/bash

@@ -43,9 +43,7 @@ class AffineGuide(nn.Module):
         self.encoder = GRUEncoder(obs_dim, hidden_dim)
         self.attention = LocalTimeAttention(window)
         self.head = nn.Sequential(
-            nn.Linear(hidden_dim + 1, hidden_dim), nn.SiLU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.SiLU(),
-            nn.Linear(hidden_dim, 2 * latent_dim),
+            nn.Linear(hidden_dim + 1, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, 2 * latent_dim)
         )
 
     def _marginals(self, x, times, mask, query):

@@ -43,16 +43,19 @@ class VPF(nn.Module):
         num_obs_flow_layers (int): couplings of the observation flow :math:`g`.
         time_embed_dim (int): size of the time embedding.
         time_scale (float): the data's time unit (e.g. the horizon of a training sequence).
+        conditioner_layers (int): hidden layers of every coupling conditioner (width
+            ``hidden_dim``).
     """
 
     def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, num_flow_layers=6,
-                 num_obs_flow_layers=6, time_embed_dim=16, time_scale=1.0):
+                 num_obs_flow_layers=6, time_embed_dim=16, time_scale=1.0, conditioner_layers=1):
         super().__init__()
         self.obs_dim, self.latent_dim = obs_dim, latent_dim
         self.prior = LatentPathPrior(latent_dim, hidden_dim, num_flow_layers, time_embed_dim,
-                                     time_scale)
+                                     time_scale, conditioner_layers)
         self.obs_flow = ConditionalObservationFlow(obs_dim, latent_dim, num_obs_flow_layers,
-                                                   hidden_dim)
+                                                   hidden_dim,
+                                                   conditioner_layers=conditioner_layers)
 
     def _like(self):
         return self.prior.init_loc

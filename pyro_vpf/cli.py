@@ -1,92 +1,122 @@
-"""Command line: ``python -m pyro_vpf demo``."""
+"""Command line: ``python -m pyro_vpf {train,sample,evaluate,demo,prior} --help``."""
 
 import argparse
-import os
+import json
 import sys
-import time
+from dataclasses import fields
 
 import torch
 
-__all__ = ["main", "run_demo"]
+__all__ = ["main"]
+
+_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+# Command-line flags for the TrainConfig fields a user is most likely to change.
+_TRAIN_FLAGS = {
+    "steps": "num_steps", "batch_size": "batch_size", "lr": "lr", "latent_dim": "latent_dim",
+    "hidden_dim": "hidden_dim", "flow_layers": "num_flow_layers",
+    "obs_flow_layers": "num_obs_flow_layers", "conditioner_layers": "conditioner_layers",
+    "num_sequences": "num_sequences", "num_points": "num_points", "t_end": "t_end",
+    "missing_rate": "missing_rate", "particles": "num_particles", "elbo": "elbo",
+    "kl_anneal_steps": "kl_anneal_steps", "checkpoint_every": "checkpoint_every",
+    "seed": "seed",
+}
 
 
-def run_demo(num_samples=1000, points=(41, 10_001), latent_dim=2, out_dir="outputs", seed=0,
-             device="cpu", hidden_dim=64, num_flow_layers=4):
-    """Sample a latent path prior at several resolutions and show that they agree.
+def _add_train_arguments(parser):
+    from pyro_vpf.workflow import TrainConfig
 
-    The prior (an OU path pushed through a time-conditioned flow, with random weights) is
-    drawn at each resolution in one pass; the law of :math:`z` at the last time must not
-    depend on the resolution, which the demo checks and plots.
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for flag, name in _TRAIN_FLAGS.items():
+        default = defaults[name]
+        parser.add_argument(f"--{flag.replace('_', '-')}", dest=name, type=type(default),
+                            default=None, help=f"default {default}")
+    parser.add_argument("--irregular", action="store_true",
+                        help="per-sequence irregular observation times")
+    parser.add_argument("--device", default=_DEVICE)
+    parser.add_argument("--fast", action="store_true", help="tiny sizes (seconds; for tests)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoint in --out-dir")
 
-    Returns:
-        dict: per resolution, the time taken and the mean and standard deviation of
-        :math:`z(t_K)`; and the figure's path.
-    """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _config(args):
+    from pyro_vpf.workflow import TrainConfig
 
-    from pyro_vpf.plotting import plot_marginals, plot_paths
-    from pyro_vpf.prior import LatentPathPrior
+    overrides = {name: getattr(args, name) for name in _TRAIN_FLAGS.values()
+                 if getattr(args, name) is not None}
+    overrides["device"] = args.device
+    if args.irregular:
+        overrides["irregular"] = True
+    return TrainConfig.fast(**overrides) if args.fast else TrainConfig(**overrides)
 
-    torch.manual_seed(seed)
-    device = torch.device(device)
-    prior = LatentPathPrior(latent_dim, hidden_dim, num_flow_layers, time_scale=1.0)
-    with torch.no_grad():  # random, non-trivial flow weights: the prior is not just an OU path
-        for p in prior.flow.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    prior.to(device)
 
-    results, finals, draws = {}, [], {}
-    with torch.no_grad():
-        for n in points:
-            times = torch.linspace(0.0, 4.0, n, device=device)
-            start = time.perf_counter()
-            z = prior.sample(times, num_samples)
-            elapsed = time.perf_counter() - start
-            finals.append(z[:, -1])
-            draws[n] = (times, z)
-            results[n] = {"seconds": elapsed, "mean": z[:, -1].mean(0).tolist(),
-                          "std": z[:, -1].std(0).tolist()}
-
-    os.makedirs(out_dir, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=[2, 1])
-    coarse, fine = min(points), max(points)
-    plot_paths(*draws[fine], ax=axes[0], max_paths=5, color="C0", alpha=0.6,
-               label=f"{fine} points")
-    plot_paths(*draws[coarse], ax=axes[0], max_paths=5, color="C3", marker="o", ms=2.5,
-               lw=0.8, label=f"{coarse} points")
-    axes[0].legend(frameon=False)
-    axes[0].set_title("prior paths at two resolutions (independent draws)")
-    plot_marginals(finals, [f"{n} points" for n in points], ax=axes[1])
-    axes[1].set_title("z[0] at the last time: same law at every resolution")
-    fig.tight_layout()
-    figure = os.path.join(out_dir, "prior_samples.png")
-    fig.savefig(figure, dpi=120)
-    plt.close(fig)
-    return {"resolutions": results, "figure": figure}
+def _print_summary(summary):
+    keys = ("steps", "train_elbo_per_point", "test_elbo_per_point", "median_step_seconds",
+            "train_seconds")
+    for key in keys:
+        if key in summary and summary[key] is not None:
+            value = summary[key]
+            print(f"{key:>22}: {value:.4f}" if isinstance(value, float) else
+                  f"{key:>22}: {value}")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="pyro_vpf", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m pyro_vpf",
+        description="Variational Path Flow on stochastic Lorenz data: train, sample, evaluate.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="sample the latent path prior at several resolutions")
-    demo.add_argument("--num-samples", type=int, default=1000)
-    demo.add_argument("--points", type=int, nargs="+", default=[41, 10_001])
-    demo.add_argument("--out-dir", default="outputs")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    demo.add_argument("--fast", action="store_true", help="small sizes (for tests)")
-    args = parser.parse_args(argv)
 
-    if args.command == "demo":
+    train = sub.add_parser("train", help="fit the VPF; writes checkpoint, figures, summary")
+    train.add_argument("--out-dir", default="outputs/train")
+    _add_train_arguments(train)
+
+    demo = sub.add_parser("demo", help="train with the default configuration into outputs/demo")
+    demo.add_argument("--out-dir", default="outputs/demo")
+    _add_train_arguments(demo)
+
+    sample = sub.add_parser("sample", help="prior samples of a trained run at any resolution")
+    sample.add_argument("--out-dir", default="outputs/train")
+    sample.add_argument("--points", type=int, default=1001)
+    sample.add_argument("--num-samples", type=int, default=200)
+    sample.add_argument("--device", default=None)
+
+    evaluate = sub.add_parser("evaluate", help="train/test ELBO per time point of a run")
+    evaluate.add_argument("--out-dir", default="outputs/train")
+    evaluate.add_argument("--device", default=None)
+
+    prior = sub.add_parser("prior", help="sample an untrained latent prior at two resolutions")
+    prior.add_argument("--num-samples", type=int, default=1000)
+    prior.add_argument("--points", type=int, nargs="+", default=[41, 10_001])
+    prior.add_argument("--out-dir", default="outputs/prior")
+    prior.add_argument("--seed", type=int, default=0)
+    prior.add_argument("--device", default=_DEVICE)
+    prior.add_argument("--fast", action="store_true", help="small sizes (for tests)")
+
+    args = parser.parse_args(argv)
+    from pyro_vpf import workflow
+
+    if args.command in ("train", "demo"):
+        summary = workflow.train(_config(args), args.out_dir, resume=args.resume)
+        _print_summary(summary)
+        print(f"outputs in {args.out_dir}: loss.png samples.png reconstruction.png "
+              "summary.json checkpoint.pt")
+    elif args.command == "sample":
+        if args.points < 2 or args.num_samples < 1:
+            parser.error("--points must be >= 2 and --num-samples >= 1")
+        print(workflow.sample(args.out_dir, args.points, args.num_samples, args.device))
+    elif args.command == "evaluate":
+        summary = workflow.evaluate(args.out_dir, args.device)
+        _print_summary(summary)
+        print(json.dumps({k: summary[k] for k in ("train_elbo_per_point",
+                                                  "test_elbo_per_point")}))
+    elif args.command == "prior":
         points = [11, 201] if args.fast else args.points
         num_samples = 32 if args.fast else args.num_samples
         if any(p < 2 for p in points) or num_samples < 2:
             parser.error("--points must be >= 2 and --num-samples >= 2")
-        out = run_demo(num_samples, points, out_dir=args.out_dir, seed=args.seed,
-                       device=args.device)
+        out = workflow.prior_demo(num_samples, points, out_dir=args.out_dir, seed=args.seed,
+                                  device=args.device)
         print(f"{'points':>8} {'seconds':>9}   mean of z(t_K)        std of z(t_K)")
         for n, r in out["resolutions"].items():
             mean = ", ".join(f"{v:+.3f}" for v in r["mean"])

@@ -53,3 +53,41 @@ def plot_marginals(samples, labels, dim=0, ax=None, bins=40):
     ax.set_ylabel("density")
     ax.legend(frameon=False)
     return ax
+
+
+def plot_elbo(history, ax=None, smooth=25, evaluations=None):
+    """ELBO per observed time point against step, smoothed, with optional test points.
+
+    Args:
+        history: a :class:`~pyro_vpf.infer.FitHistory`.
+        evaluations: optional ``[(step, elbo_per_point), ...]`` on held-out data.
+    """
+    ax = _axes(ax)
+    values = np.asarray(history.elbo_per_point)
+    ax.plot(np.arange(1, len(values) + 1), values, color="C0", alpha=0.25, lw=0.6)
+    if len(values) >= smooth:
+        kernel = np.ones(smooth) / smooth
+        ax.plot(np.arange(smooth, len(values) + 1), np.convolve(values, kernel, "valid"),
+                color="C0", label=f"train (mean of {smooth} steps)")
+    if evaluations:
+        steps, elbos = zip(*evaluations, strict=True)
+        ax.plot(steps, elbos, "o-", color="C3", ms=4, label="held-out")
+    finite = values[np.isfinite(values)]
+    if finite.size:
+        tail = finite[len(finite) // 10:] if finite.size > 10 else finite
+        ax.set_ylim(np.percentile(tail, 1) - 0.5, max(tail.max(), *(e for _, e in evaluations or
+                                                                     [(0, tail.max())])) + 0.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("ELBO per time point (nats)")
+    ax.legend(frameon=False)
+    return ax
+
+
+def plot_bands(times, draws, ax=None, color="C0", label=None, quantiles=(0.05, 0.5, 0.95)):
+    """A median line and a central band from draws ``(S, T)`` at ``times (T,)``."""
+    ax = _axes(ax)
+    lo, mid, hi = np.quantile(_numpy(draws), quantiles, axis=0)
+    t = _numpy(times)
+    ax.fill_between(t, lo, hi, color=color, alpha=0.25, lw=0)
+    ax.plot(t, mid, color=color, lw=1.0, label=label)
+    return ax

@@ -63,10 +63,12 @@ class LatentPathPrior(nn.Module):
         num_flow_layers (int): coupling layers of :math:`f_t` (0: identity).
         time_embed_dim (int): size of the time embedding.
         time_scale (float): the data's time unit (e.g. its horizon :math:`t_K - t_0`).
+        conditioner_layers (int): hidden layers of each coupling's conditioner.
     """
 
     def __init__(
-        self, latent_dim, hidden_dim=128, num_flow_layers=6, time_embed_dim=16, time_scale=1.0
+        self, latent_dim, hidden_dim=128, num_flow_layers=6, time_embed_dim=16, time_scale=1.0,
+        conditioner_layers=1,
     ):
         super().__init__()
         if latent_dim < 1:
@@ -79,7 +81,8 @@ class LatentPathPrior(nn.Module):
         self.ou_rate_unconstrained = nn.Parameter(_inverse_softplus(rate))
         self.ou_scale_unconstrained = nn.Parameter(_inverse_softplus((2 * rate).sqrt()))
         self.flow = TimeConditionedFlow(
-            latent_dim, num_flow_layers, hidden_dim, time_embed_dim, time_scale
+            latent_dim, num_flow_layers, hidden_dim, time_embed_dim, time_scale,
+            conditioner_layers=conditioner_layers,
         )
 
     @property

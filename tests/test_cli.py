@@ -10,16 +10,41 @@ from pyro_vpf.cli import main
 ROOT = pathlib.Path(__file__).parents[1]
 
 
-def test_demo_fast_writes_figure(tmp_path, capsys):
-    assert main(["demo", "--fast", "--out-dir", str(tmp_path)]) == 0
+def test_prior_demo_fast_writes_figure(tmp_path, capsys):
+    assert main(["prior", "--fast", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "figure:" in out
     assert (tmp_path / "prior_samples.png").stat().st_size > 0
 
 
-def test_demo_rejects_bad_sizes(tmp_path):
+def test_prior_demo_rejects_bad_sizes(tmp_path):
     with pytest.raises(SystemExit):
-        main(["demo", "--points", "1", "--out-dir", str(tmp_path)])
+        main(["prior", "--points", "1", "--out-dir", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", "--fast", "--out-dir", out, "--device", "cpu"]) == 0
+    for name in ("loss.png", "samples.png", "reconstruction.png", "summary.json",
+                 "checkpoint.pt", "config.json"):
+        assert (tmp_path / "run" / name).stat().st_size > 0, name
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 6
+    for key in ("train_elbo_per_point", "test_elbo_per_point", "median_step_seconds"):
+        assert isinstance(summary[key], float)
+    # resume continues to a larger number of steps from the checkpoint
+    assert main(["train", "--fast", "--out-dir", out, "--steps", "9", "--resume",
+                 "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 9
+    assert main(["sample", "--out-dir", out, "--points", "301", "--num-samples", "5"]) == 0
+    assert main(["evaluate", "--out-dir", out]) == 0
+    assert "test_elbo_per_point" in capsys.readouterr().out
+
+
+def test_sample_without_a_run_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train"):
+        main(["sample", "--out-dir", str(tmp_path)])
 
 
 @pytest.mark.slow

@@ -33,6 +33,8 @@ def test_local_attention_matches_naive_definition():
         att = LocalTimeAttention(window, init_sharpness=7.0)
         expected = naive_local_attention(grid, contexts, present, query, window, 7.0)
         assert torch.allclose(att(grid, contexts, present, query), expected, atol=1e-5)
+        att.dense_max_points = 0  # the gathered-window path computes the same thing
+        assert torch.allclose(att(grid, contexts, present, query), expected, atol=1e-5)
 
 
 def test_full_window_is_dense_softmax_attention():
@@ -62,6 +64,7 @@ def test_attention_memory_is_linear_in_k():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         att(grid, contexts, None, grid).sum().backward()
+    assert K1 > att.dense_max_points
     assert max(sizes) <= K1 * 8 * H
 
 

@@ -18,9 +18,10 @@ from pyro_vpf.transforms import (
 BATCH_SHAPES = [(), (3,), (2, 3)]
 
 
-def time_flow(dim, num_layers=3):
+def time_flow(dim, num_layers=3, conditioner_layers=1):
     def build(batch_shape, K=4):
-        module = TimeConditionedFlow(dim, num_layers, hidden_dim=16, time_embed_dim=8)
+        module = TimeConditionedFlow(dim, num_layers, hidden_dim=16, time_embed_dim=8,
+                                     conditioner_layers=conditioner_layers)
         times = torch.sort(torch.rand(K)).values * 3
         return module, module.condition, times, batch_shape + (K, dim)
 
@@ -61,6 +62,7 @@ CASES = {
     "time_flow_D4": time_flow(4),
     "time_flow_D3": time_flow(3),
     "time_flow_D1": time_flow(1),
+    "time_flow_deep_conditioner": time_flow(2, conditioner_layers=3),
     "time_flow_no_layers": time_flow(2, num_layers=0),
     "time_flow_per_sequence_times": time_flow_per_sequence(2),
     "observation_flow_Dx3": observation_flow(3, 2),

@@ -29,6 +29,9 @@ def normalised_time(times, query=None):
 class GRUEncoder(nn.Module):
     r"""Bidirectional GRU over a masked sequence: per-step and global contexts.
 
+    Each direction has ``hidden_dim // 2`` units; their concatenation is projected to the
+    per-step contexts, their final states to the summary.
+
     The input at step :math:`k` is :math:`[m_k \odot x_k,\; m_k,\; \tau_k,\; \Delta\tau_k]`
     (``m`` the mask, :math:`\tau` time normalised to the sequence's own :math:`[t_0, t_K]`):
     missing entries are carried as zeros with an explicit mask channel, never as data.
@@ -39,10 +42,14 @@ class GRUEncoder(nn.Module):
 
     def __init__(self, obs_dim, hidden_dim=128):
         super().__init__()
+        if hidden_dim < 2 or hidden_dim % 2:
+            raise ValueError(f"hidden_dim must be even and >= 2, got {hidden_dim}")
         self.obs_dim, self.hidden_dim = obs_dim, hidden_dim
-        self.gru = nn.GRU(2 * obs_dim + 2, hidden_dim, batch_first=True, bidirectional=True)
-        self.step_proj = nn.Linear(2 * hidden_dim, hidden_dim)
-        self.summary_proj = nn.Linear(2 * hidden_dim, hidden_dim)
+        # hidden_dim // 2 per direction: the two directions together are hidden_dim wide.
+        self.gru = nn.GRU(2 * obs_dim + 2, hidden_dim // 2, batch_first=True,
+                          bidirectional=True)
+        self.step_proj = nn.Linear(hidden_dim, hidden_dim)
+        self.summary_proj = nn.Linear(hidden_dim, hidden_dim)
 
     def forward(self, x, times, mask=None):
         B, K1, _ = x.shape
@@ -81,15 +88,25 @@ class LocalTimeAttention(nn.Module):
         self.window = window
         self.log_sharpness = nn.Parameter(torch.tensor(math.log(init_sharpness)))
 
+    #: Up to this many grid points the banded weights are applied as a dense (Q, K+1)
+    #: matrix: at such sizes one batched matmul beats gathering the windows, and the cost
+    #: stays bounded; beyond it the windows are gathered, O(Q W H).
+    dense_max_points = 128
+
     def forward(self, grid, contexts, present, query):
         B, K1, H = contexts.shape
         W = min(self.window, K1)
         position = torch.searchsorted(grid.contiguous(), query.contiguous())
         start = (position - W // 2).clamp(0, K1 - W)
         index = start.unsqueeze(-1) + torch.arange(W, device=grid.device)  # (B, Q, W)
-        rows = torch.arange(B, device=grid.device).view(B, 1, 1)
-        logits = -(self.log_sharpness.exp() * (grid[rows, index] - query.unsqueeze(-1))).square()
+        neighbours = torch.gather(grid, 1, index.flatten(1)).view(index.shape)
+        logits = -(self.log_sharpness.exp() * (neighbours - query.unsqueeze(-1))).square()
         if present is not None:
-            logits = logits - 30.0 * (~present[rows, index]).to(logits.dtype)
+            absent = ~torch.gather(present, 1, index.flatten(1)).view(index.shape)
+            logits = logits - 30.0 * absent.to(logits.dtype)
         weights = torch.softmax(logits, dim=-1)
-        return torch.einsum("bqw,bqwh->bqh", weights, contexts[rows, index])
+        if K1 <= self.dense_max_points:
+            banded = weights.new_zeros(index.shape[:2] + (K1,)).scatter_add(2, index, weights)
+            return banded @ contexts
+        windows = torch.gather(contexts, 1, index.flatten(1).unsqueeze(-1).expand(-1, -1, H))
+        return (weights.unsqueeze(-1) * windows.view(index.shape + (H,))).sum(-2)

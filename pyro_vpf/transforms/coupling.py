@@ -25,7 +25,7 @@ class ContextAffineCoupling(ConditionalTransformModule):
         y_a = x_a, \qquad y_b = x_b \odot e^{s(x_a, c)} + m(x_a, c), \qquad
         \log\left|\det \frac{\partial y}{\partial x}\right| = \sum s(x_a, c),
 
-    with :math:`(m, s)` from an MLP whose first layer is
+    with :math:`(m, s)` from an MLP (SiLU activations) whose first layer is
     :math:`W_x x_a + W_c c + b`. The context part :math:`W_c c + b` is computed once, when
     the module is conditioned, and broadcast over every input sharing that context (e.g.
     a time embedding shared by all sample paths). The log-scale is soft-bounded,
@@ -43,13 +43,17 @@ class ContextAffineCoupling(ConditionalTransformModule):
         event_dim (int): 1 for vector events, 2 for path events ``(K, dim)``.
         split_dim (int): coordinates passed through unchanged; default ``dim // 2``.
         log_scale_bound (float): :math:`B`, the bound of the log-scale.
+        hidden_layers (int): hidden layers of the conditioner (1: the usual RealNVP
+            conditioner ``in -> hidden -> out``; each extra one adds a ``hidden x hidden``
+            layer, the dominant cost).
 
     ``condition(context)`` with ``context (..., context_dim)`` broadcastable to
     ``x.shape[:-1] + (context_dim,)`` returns a :class:`ContextAffineCouplingTransform`.
     """
 
     def __init__(
-        self, dim, context_dim, hidden_dim=128, event_dim=1, split_dim=None, log_scale_bound=3.0
+        self, dim, context_dim, hidden_dim=128, event_dim=1, split_dim=None, log_scale_bound=3.0,
+        hidden_layers=1,
     ):
         super().__init__()
         if split_dim is None:
@@ -64,7 +68,11 @@ class ContextAffineCoupling(ConditionalTransformModule):
         out_dim = dim - split_dim
         self.input_layer = nn.Linear(split_dim, hidden_dim, bias=False) if split_dim else None
         self.context_layer = nn.Linear(context_dim, hidden_dim)
-        self.hidden_layer = nn.Linear(hidden_dim, hidden_dim)
+        if hidden_layers < 1:
+            raise ValueError(f"hidden_layers must be >= 1, got {hidden_layers}")
+        self.hidden = nn.ModuleList(
+            nn.Linear(hidden_dim, hidden_dim) for _ in range(hidden_layers - 1)
+        )
         self.output_layer = nn.Linear(hidden_dim, 2 * out_dim)
         # Start near the identity, but not at it: a zero last layer would give every other
         # weight a zero gradient at the first step.
@@ -116,7 +124,8 @@ class ContextAffineCoupling(ConditionalTransformModule):
                 h = nn.functional.silu(h.add_(context_hidden), inplace=True)
             else:
                 h = nn.functional.silu(h + context_hidden)
-        h = nn.functional.silu(self.hidden_layer(h), inplace=inplace)
+        for layer in self.hidden:
+            h = nn.functional.silu(layer(h), inplace=inplace)
         shift, raw_scale = self.output_layer(h).chunk(2, dim=-1)
         bound = self.log_scale_bound
         return shift, bound * torch.tanh(raw_scale / bound)
@@ -176,11 +185,13 @@ class ContextAffineCouplingTransform(Transform):
     inverse_shape = forward_shape
 
 
-def coupling_stack(dim, context_dim, num_layers, hidden_dim, event_dim, log_scale_bound):
+def coupling_stack(dim, context_dim, num_layers, hidden_dim, event_dim, log_scale_bound,
+                   hidden_layers=1):
     """``num_layers`` couplings that share one context."""
     return nn.ModuleList(
         ContextAffineCoupling(
-            dim, context_dim, hidden_dim, event_dim=event_dim, log_scale_bound=log_scale_bound
+            dim, context_dim, hidden_dim, event_dim=event_dim, log_scale_bound=log_scale_bound,
+            hidden_layers=hidden_layers,
         )
         for _ in range(num_layers)
     )

@@ -33,10 +33,12 @@ class ConditionalObservationFlow(ConditionalTransformModule):
         event_dim (int): 1 for one observation ``(..., Dx)``; 2 for a whole sequence
             ``(..., K+1, Dx)`` conditioned on ``z (..., K+1, Dz)``.
         log_scale_bound (float): soft bound of each layer's log-scale.
+        conditioner_layers (int): hidden layers of each conditioner MLP.
     """
 
     def __init__(
-        self, obs_dim, latent_dim, num_layers=6, hidden_dim=128, event_dim=1, log_scale_bound=5.0
+        self, obs_dim, latent_dim, num_layers=6, hidden_dim=128, event_dim=1, log_scale_bound=5.0,
+        conditioner_layers=1,
     ):
         super().__init__()
         if obs_dim < 1 or latent_dim < 1 or num_layers < 1:
@@ -46,7 +48,8 @@ class ConditionalObservationFlow(ConditionalTransformModule):
             )
         self.obs_dim, self.latent_dim, self.event_dim = obs_dim, latent_dim, event_dim
         self.couplings = coupling_stack(
-            obs_dim, latent_dim, num_layers, hidden_dim, event_dim, log_scale_bound
+            obs_dim, latent_dim, num_layers, hidden_dim, event_dim, log_scale_bound,
+            conditioner_layers,
         )
         self.register_buffer("reverse_index", torch.arange(obs_dim - 1, -1, -1), persistent=False)
 

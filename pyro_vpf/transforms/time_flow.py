@@ -37,6 +37,7 @@ class TimeConditionedFlow(ConditionalTransformModule):
         time_embed_dim (int): size of the time embedding.
         time_scale (float): time unit for the embedding (e.g. the training horizon).
         log_scale_bound (float): soft bound of each layer's log-scale.
+        conditioner_layers (int): hidden layers of each conditioner MLP.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class TimeConditionedFlow(ConditionalTransformModule):
         time_embed_dim=16,
         time_scale=1.0,
         log_scale_bound=3.0,
+        conditioner_layers=1,
     ):
         super().__init__()
         if dim < 1 or num_layers < 0:
@@ -55,7 +57,7 @@ class TimeConditionedFlow(ConditionalTransformModule):
         # The identity flow (num_layers == 0) holds no parameters at all, not unused ones.
         self.embedding = FourierTimeEmbedding(time_embed_dim, time_scale) if num_layers else None
         self.couplings = coupling_stack(
-            dim, time_embed_dim, num_layers, hidden_dim, 2, log_scale_bound
+            dim, time_embed_dim, num_layers, hidden_dim, 2, log_scale_bound, conditioner_layers
         )
         self.register_buffer("reverse_index", torch.arange(dim - 1, -1, -1), persistent=False)
 
