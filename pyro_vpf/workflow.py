@@ -37,7 +37,7 @@ class TrainConfig:
     num_obs_flow_layers: int = 4
     conditioner_layers: int = 1
     # optimisation
-    num_steps: int = 1500
+    num_steps: int = 1000
     batch_size: int = 128
     lr: float = 3e-3
     num_particles: int = 1

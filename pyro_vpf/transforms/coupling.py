@@ -8,9 +8,9 @@ the coupling acting on the last dimension at every time point with that point's 
 
 import torch
 from pyro.distributions.conditional import ConditionalTransformModule
-from pyro.distributions.transforms import ComposeTransform, Permute
+from pyro.distributions.transforms import ComposeTransform
 from torch import nn
-from torch.distributions import IndependentTransform, Transform, constraints
+from torch.distributions import Transform, constraints
 
 __all__ = ["ContextAffineCoupling", "ContextAffineCouplingTransform", "context_affine_coupling"]
 
@@ -18,7 +18,8 @@ __all__ = ["ContextAffineCoupling", "ContextAffineCouplingTransform", "context_a
 class ContextAffineCoupling(ConditionalTransformModule):
     r"""Conditional affine coupling :math:`y = f(x; c)` on the last dimension.
 
-    Split :math:`x = (x_a, x_b)` with :math:`x_a` the first ``split_dim`` coordinates, then
+    Split :math:`x = (x_a, x_b)` with :math:`x_a` the first ``split_dim`` coordinates (the
+    last ones when ``reverse``, so that alternating layers transform every coordinate), then
 
     .. math::
 
@@ -43,6 +44,7 @@ class ContextAffineCoupling(ConditionalTransformModule):
         event_dim (int): 1 for vector events, 2 for path events ``(K, dim)``.
         split_dim (int): coordinates passed through unchanged; default ``dim // 2``.
         log_scale_bound (float): :math:`B`, the bound of the log-scale.
+        reverse (bool): pass the last ``split_dim`` coordinates through instead of the first.
         hidden_layers (int): hidden layers of the conditioner (1: the usual RealNVP
             conditioner ``in -> hidden -> out``; each extra one adds a ``hidden x hidden``
             layer, the dominant cost).
@@ -53,7 +55,7 @@ class ContextAffineCoupling(ConditionalTransformModule):
 
     def __init__(
         self, dim, context_dim, hidden_dim=128, event_dim=1, split_dim=None, log_scale_bound=3.0,
-        hidden_layers=1,
+        hidden_layers=1, reverse=False,
     ):
         super().__init__()
         if split_dim is None:
@@ -64,6 +66,7 @@ class ContextAffineCoupling(ConditionalTransformModule):
             raise ValueError(f"event_dim must be 1 or 2, got {event_dim}")
         self.dim, self.context_dim, self.event_dim = dim, context_dim, event_dim
         self.split_dim = split_dim
+        self.reverse = bool(reverse)
         self.log_scale_bound = float(log_scale_bound)
         out_dim = dim - split_dim
         self.input_layer = nn.Linear(split_dim, hidden_dim, bias=False) if split_dim else None
@@ -151,22 +154,29 @@ class ContextAffineCouplingTransform(Transform):
         return ContextAffineCouplingTransform(self.module, self.context_hidden, cache_size)
 
     def _split(self, value):
+        """(passed-through part, transformed part)."""
         k = self.module.split_dim
+        if self.module.reverse:
+            cut = value.shape[-1] - k
+            return value[..., cut:], value[..., :cut]
         return value[..., :k], value[..., k:]
+
+    def _merge(self, kept, changed):
+        kept = kept.expand(changed.shape[:-1] + kept.shape[-1:])
+        parts = [changed, kept] if self.module.reverse else [kept, changed]
+        return torch.cat(parts, dim=-1)
 
     def _call(self, x):
         x_a, x_b = self._split(x)
         shift, log_scale = self.module.conditioner(x_a, self.context_hidden)
-        y_b = x_b * log_scale.exp() + shift
-        y = torch.cat([x_a.expand(y_b.shape[:-1] + x_a.shape[-1:]), y_b], dim=-1)
+        y = self._merge(x_a, x_b * log_scale.exp() + shift)
         self._saved = (x, y, log_scale)
         return y
 
     def _inverse(self, y):
         y_a, y_b = self._split(y)
         shift, log_scale = self.module.conditioner(y_a, self.context_hidden)
-        x_b = (y_b - shift) * torch.exp(-log_scale)
-        x = torch.cat([y_a.expand(x_b.shape[:-1] + y_a.shape[-1:]), x_b], dim=-1)
+        x = self._merge(y_a, (y_b - shift) * torch.exp(-log_scale))
         self._saved = (x, y, log_scale)
         return x
 
@@ -187,32 +197,24 @@ class ContextAffineCouplingTransform(Transform):
 
 def coupling_stack(dim, context_dim, num_layers, hidden_dim, event_dim, log_scale_bound,
                    hidden_layers=1):
-    """``num_layers`` couplings that share one context."""
+    """``num_layers`` couplings sharing one context, alternating which part they transform.
+
+    Alternating the split plays the role of a reversing permutation between layers, without
+    a separate transform (whose uncached output would make the composed log-determinant
+    recompute every later layer).
+    """
     return nn.ModuleList(
         ContextAffineCoupling(
             dim, context_dim, hidden_dim, event_dim=event_dim, log_scale_bound=log_scale_bound,
-            hidden_layers=hidden_layers,
+            hidden_layers=hidden_layers, reverse=bool(i % 2),
         )
-        for _ in range(num_layers)
+        for i in range(num_layers)
     )
 
 
-def compose_couplings(couplings, reverse_index, context):
-    """Condition every coupling on ``context``, reversing the coordinates between layers.
-
-    ``reverse_index`` is a buffer of the owning module, so it follows it across devices.
-    """
-    parts = []
-    permutation = None
-    if reverse_index.numel() > 1 and len(couplings) > 1:
-        permutation = Permute(reverse_index, dim=-1)
-        if couplings[0].event_dim == 2:
-            permutation = IndependentTransform(permutation, 1)
-    for i, coupling in enumerate(couplings):
-        if i and permutation is not None:
-            parts.append(permutation)
-        parts.append(coupling.condition(context))
-    return ComposeTransform(parts)
+def compose_couplings(couplings, context):
+    """Condition every coupling on ``context`` and compose them."""
+    return ComposeTransform([coupling.condition(context) for coupling in couplings])
 
 
 def context_affine_coupling(dim, context_dim, hidden_dim=128, **kwargs):

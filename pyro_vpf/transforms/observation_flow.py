@@ -12,7 +12,7 @@ class ConditionalObservationFlow(ConditionalTransformModule):
     r"""Invertible map :math:`x = g(u; z)` from noise to observation, conditioned on a latent.
 
     A stack of :class:`~pyro_vpf.transforms.ContextAffineCoupling` layers over :math:`x`
-    whose conditioners see :math:`z`, coordinates reversed between layers. With
+    whose conditioners see :math:`z`, alternate layers transforming alternate halves. With
     :math:`u \sim \mathcal N(0, I)`,
 
     .. math::
@@ -51,13 +51,12 @@ class ConditionalObservationFlow(ConditionalTransformModule):
             obs_dim, latent_dim, num_layers, hidden_dim, event_dim, log_scale_bound,
             conditioner_layers,
         )
-        self.register_buffer("reverse_index", torch.arange(obs_dim - 1, -1, -1), persistent=False)
 
     def condition(self, z):
         if not isinstance(z, torch.Tensor) or z.shape[-1:] != (self.latent_dim,):
             shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise ValueError(f"z must have shape (..., {self.latent_dim}), got {shape}")
-        return compose_couplings(self.couplings, self.reverse_index, z)
+        return compose_couplings(self.couplings, z)
 
 
 def conditional_observation_flow(obs_dim, latent_dim, num_layers=6, hidden_dim=128, **kwargs):

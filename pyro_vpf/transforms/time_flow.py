@@ -1,6 +1,5 @@
 r"""The time-conditioned flow :math:`z_t = f_t(y_t)` of the VPF latent path."""
 
-import torch
 from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.transforms import ComposeTransform
 
@@ -15,8 +14,8 @@ class TimeConditionedFlow(ConditionalTransformModule):
 
     A stack of :class:`~pyro_vpf.transforms.ContextAffineCoupling` layers whose conditioner
     sees a learned :class:`~pyro_vpf.transforms.FourierTimeEmbedding` of :math:`t_k`, with
-    the coordinates reversed between layers. Acting on a path ``y (..., K, D)`` at times
-    ``(..., K)``, point :math:`k` is mapped by :math:`f_{t_k}`, so
+    alternate layers transforming alternate halves of the coordinates. Acting on a path
+    ``y (..., K, D)`` at times ``(..., K)``, point :math:`k` is mapped by :math:`f_{t_k}`, so
 
     .. math::
 
@@ -59,14 +58,13 @@ class TimeConditionedFlow(ConditionalTransformModule):
         self.couplings = coupling_stack(
             dim, time_embed_dim, num_layers, hidden_dim, 2, log_scale_bound, conditioner_layers
         )
-        self.register_buffer("reverse_index", torch.arange(dim - 1, -1, -1), persistent=False)
 
     def condition(self, times):
         if times.dim() < 1:
             raise ValueError("times must have shape (..., K) matching the path (..., K, D)")
         if self.embedding is None:
             return ComposeTransform([])
-        return compose_couplings(self.couplings, self.reverse_index, self.embedding(times))
+        return compose_couplings(self.couplings, self.embedding(times))
 
 
 def time_conditioned_flow(dim, num_layers=6, hidden_dim=128, **kwargs):

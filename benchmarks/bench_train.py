@@ -1,0 +1,231 @@
+"""Training cost and quality of the VPF at the seed configuration, and time to quality.
+
+Seed configuration: B = 256 sequences per step (from 1 024 training sequences), 41 points
+on [0, 1], Dz = 4, hidden 128, 6 + 6 coupling layers, Adam with learning rate 1e-3, on
+stochastic Lorenz data (``pyro_vpf.data.stochastic_lorenz``, seed 0). It reports
+
+* ``svi_step``: median time of ``SVI(model, guide, Adam, Trace_ELBO()).step``;
+* ``raw_step``: median time of a plain-torch step computing the same ELBO estimate with the
+  same modules and distributions (no Pyro tracing), and the ratio ``svi / raw``;
+* ``flows``: median time of the two flows' own forward and backward passes on the same
+  shapes (the floor at these widths), and their share of the SVI step;
+* peak resident memory of the process;
+* the held-out ELBO per time point after ``--steps`` (300) SVI steps;
+* time to quality: wall-clock for the default configuration of ``python -m pyro_vpf train``
+  to reach a held-out ELBO of ``--target`` (-1.46) nats per time point.
+
+    python benchmarks/bench_train.py            # a few minutes
+    python benchmarks/bench_train.py --quick    # < 60 s: fewer steps, no time to quality
+    python benchmarks/bench_train.py --json results.json
+"""
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import pyro
+import torch
+from pyro.distributions import Normal
+from pyro.infer import SVI, Trace_ELBO
+from pyro_vpf.guides import AffineGuide
+from pyro_vpf.models import VPF
+
+from pyro_vpf.data import stochastic_lorenz
+from pyro_vpf.infer import elbo_per_point, fit
+from pyro_vpf.workflow import TrainConfig
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median_times(steps, repeats):
+    """Median wall time of each callable, run in turn (interleaved) so that drifts of a
+    shared machine hit all of them alike; one warm-up round first."""
+    times = [[] for _ in steps]
+    for round_ in range(repeats + 1):
+        for fn, record in zip(steps, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            if round_:
+                record.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def raw_loss(model, guide, x, times, num_sequences):
+    """The same single-particle ELBO estimate as Trace_ELBO, written with plain torch."""
+    loc, scale = guide._marginals(x, times, None, times)
+    q0, qz = Normal(loc[:, 0], scale[:, 0]), Normal(loc[:, 1:], scale[:, 1:])
+    z0, z = q0.rsample(), qz.rsample()
+    log_q = q0.log_prob(z0).sum(-1) + qz.log_prob(z).sum((-1, -2))
+    prior = model.prior
+    log_p = (prior.initial_distribution().log_prob(z0)
+             + prior.path_distribution(z0, times).log_prob(z)
+             + model.observation_distribution(torch.cat([z0.unsqueeze(-2), z], -2)).log_prob(x))
+    return -(log_p - log_q).sum() * (num_sequences / x.shape[0])
+
+
+def flows_pass(model, z0, z, x, times):
+    """Forward and backward of the two flows exactly as the ELBO uses them."""
+    flow = model.prior.flow
+    z0, z = z0.detach().requires_grad_(), z.detach().requires_grad_()
+    y0 = flow.condition(times[:1]).inv(z0.unsqueeze(-2))
+    latent = flow.condition(times[1:])
+    y = latent.inv(z)
+    total = y0.sum() + y.sum() + latent.log_abs_det_jacobian(y, z).sum()
+    obs = model.obs_flow.condition(torch.cat([z0.unsqueeze(-2), z], -2))
+    u = obs.inv(x)
+    total = total + u.sum() + obs.log_abs_det_jacobian(u, x).sum()
+    total.backward()
+
+
+def seed_config_figures(args, train, test):
+    B, times, N = args.batch_size, train.times, len(train)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(args.seed)
+    model = VPF(3, 4, args.hidden_dim, args.layers, args.layers)
+    guide = AffineGuide(3, 4, args.hidden_dim)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    rss_before = peak_rss_mb()
+    row = {}
+
+    def svi_step():
+        svi.step(train.x, times, batch_size=B)
+
+    params = list(model.parameters()) + list(guide.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+
+    def raw_step():
+        idx = torch.randperm(N)[:B]
+        optimizer.zero_grad()
+        raw_loss(model, guide, train.x[idx], times, N).backward()
+        optimizer.step()
+
+    with torch.no_grad():
+        loc, scale = guide._marginals(train.x[:B], times, None, times)
+        z_all = Normal(loc, scale).sample()
+
+    def flows_step():
+        optimizer.zero_grad()
+        flows_pass(model, z_all[:, 0], z_all[:, 1:], train.x[:B], times)
+
+    row["svi_step"], row["raw_step"], row["flows"] = median_times(
+        [svi_step, raw_step, flows_step], args.repeats)
+    row["peak_rss_mb"] = peak_rss_mb()
+    row["peak_rss_increase_mb"] = row["peak_rss_mb"] - rss_before
+    row["svi_over_raw"] = row["svi_step"] / row["raw_step"]
+    row["flows_share"] = row["flows"] / row["svi_step"]
+
+    # quality at equal steps: a fresh model trained for args.steps SVI steps
+    pyro.clear_param_store()
+    pyro.set_rng_seed(args.seed)
+    model = VPF(3, 4, args.hidden_dim, args.layers, args.layers)
+    guide = AffineGuide(3, 4, args.hidden_dim)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        svi.step(train.x, times, batch_size=B)
+    row["train_seconds"] = time.perf_counter() - start
+    row["test_elbo_per_point"] = elbo_per_point(model, guide, test.x, test.times,
+                                                num_particles=16, batch_size=256)
+    return row
+
+
+def time_to_quality(args, train, test):
+    """Wall-clock until the default training configuration reaches the target ELBO."""
+    config = TrainConfig(seed=args.seed)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(args.seed)
+    model = VPF(3, config.latent_dim, config.hidden_dim, config.num_flow_layers,
+                config.num_obs_flow_layers, time_scale=config.t_end)
+    guide = AffineGuide(3, config.latent_dim, config.hidden_dim)
+    held_out = test[:256]
+    state = {"reached": None, "evaluations": [], "train_seconds": 0.0}
+
+    def check(step, history):
+        state["train_seconds"] = sum(history.step_seconds)
+        if (step + 1) % args.eval_every:
+            return
+        rng = torch.get_rng_state()
+        value = elbo_per_point(model, guide, held_out.x, held_out.times, num_particles=4)
+        torch.set_rng_state(rng)
+        state["evaluations"].append((step + 1, state["train_seconds"], value))
+        if value >= args.target and state["reached"] is None:
+            state["reached"] = (step + 1, state["train_seconds"])
+            raise StopIteration
+
+    try:
+        fit(model, guide, train.x, train.times, num_steps=config.num_steps,
+            batch_size=config.batch_size, lr=config.lr, clip_norm=config.clip_norm,
+            progress=False, callback=check)
+    except StopIteration:
+        pass
+    return {"config": config.__dict__, "target": args.target, "reached": state["reached"],
+            "evaluations": state["evaluations"]}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="< 60 s: 30 steps, no time to quality")
+    parser.add_argument("--steps", type=int, default=None, help="SVI steps before the ELBO")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per entry")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--hidden-dim", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=6, help="coupling layers of each flow")
+    parser.add_argument("--target", type=float, default=-1.46)
+    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validate", action="store_true", help="keep Pyro's validation on")
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    args.steps = args.steps or (30 if args.quick else 300)
+    args.repeats = args.repeats or (3 if args.quick else 10)
+    pyro.enable_validation(args.validate)
+
+    train, test = stochastic_lorenz(1280, 41, 1.0, seed=args.seed)
+    print("timing the seed configuration ...", file=sys.stderr, flush=True)
+    seed = seed_config_figures(args, train, test)
+    quality = None
+    if not args.quick:
+        print("time to quality with the default configuration ...", file=sys.stderr,
+              flush=True)
+        quality = time_to_quality(args, train, test)
+
+    print(f"\nVPF training, seed configuration: B={args.batch_size}, 41 points, Dz=4, "
+          f"hidden={args.hidden_dim}, {args.layers}+{args.layers} couplings, Adam 1e-3; "
+          f"{torch.get_num_threads()} threads, validation {'on' if args.validate else 'off'}")
+    rows = [
+        ("SVI step (median)", f"{seed['svi_step'] * 1e3:.0f} ms"),
+        ("raw-torch step, same ELBO", f"{seed['raw_step'] * 1e3:.0f} ms"),
+        ("SVI / raw (target <= 1.15)", f"{seed['svi_over_raw']:.3f}"),
+        ("two flows fwd+bwd", f"{seed['flows'] * 1e3:.0f} ms"),
+        ("flows' share of the SVI step", f"{seed['flows_share']:.2f}"),
+        ("peak RSS (increase)", f"{seed['peak_rss_mb']:.0f} MB "
+                                f"(+{seed['peak_rss_increase_mb']:.0f} MB)"),
+        (f"held-out ELBO/point after {args.steps} steps",
+         f"{seed['test_elbo_per_point']:.3f} nats"),
+        (f"wall-clock of those {args.steps} steps", f"{seed['train_seconds']:.1f} s"),
+    ]
+    if quality is not None:
+        reached = quality["reached"]
+        rows.append((f"time to {args.target} nats/point (default config)",
+                     "not reached" if reached is None else
+                     f"{reached[1]:.1f} s of training ({reached[0]} steps)"))
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    if args.json:
+        record = {"seed_config": seed, "time_to_quality": quality,
+                  "args": vars(args), "torch": torch.__version__,
+                  "python": platform.python_version(), "threads": torch.get_num_threads()}
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=2)
+    return seed, quality
+
+
+if __name__ == "__main__":
+    main()
