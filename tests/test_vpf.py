@@ -216,3 +216,25 @@ def test_bad_inputs_raise_value_error(args, name):
     for program in (model, guide):
         with pytest.raises(ValueError, match=name):
             program(*bad)
+
+
+@pytest.mark.parametrize("elbo", ["meanfield", "trace"])
+def test_fit_with_masks_irregular_times_particles_and_annealing(elbo):
+    model, guide = tiny()
+    x, times = data(per_sequence=True)
+    mask = torch.rand(B, K1) > 0.2
+    mask[:, 0] = True
+    history = fit(model, guide, x, times, mask, num_steps=4, batch_size=3, num_particles=3,
+                  elbo=elbo, kl_anneal_steps=4, kl_start=0.2, progress=False)
+    assert len(history) == 4
+    assert history.kl_weight == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert all(torch.isfinite(torch.tensor(history.loss)))
+
+
+def test_fit_rejects_bad_settings():
+    model, guide = tiny()
+    x, times = data()
+    with pytest.raises(ValueError, match="batch_size"):
+        fit(model, guide, x, times, num_steps=1, batch_size=B + 1, progress=False)
+    with pytest.raises(ValueError, match="elbo"):
+        fit(model, guide, x, times, num_steps=1, elbo="bogus", progress=False)

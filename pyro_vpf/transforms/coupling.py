@@ -118,13 +118,15 @@ class ContextAffineCoupling(ConditionalTransformModule):
         return tuple(torch.cat(parts, dim=-2) for parts in zip(*pieces, strict=True))
 
     def _mlp(self, x_a, context_hidden, inplace):
-        # Without autograd (sampling) the hidden activations are updated in place.
+        # Without autograd (sampling) the hidden activations are updated in place. The
+        # context is added in place in any case: the matmul's backward does not need its
+        # output, so this saves an allocation the size of the hidden layer.
         if self.input_layer is None:
             h = nn.functional.silu(context_hidden)
         else:
             h = self.input_layer(x_a)
-            if inplace and h.shape == torch.broadcast_shapes(h.shape, context_hidden.shape):
-                h = nn.functional.silu(h.add_(context_hidden), inplace=True)
+            if h.shape == torch.broadcast_shapes(h.shape, context_hidden.shape):
+                h = nn.functional.silu(h.add_(context_hidden), inplace=inplace)
             else:
                 h = nn.functional.silu(h + context_hidden)
         for layer in self.hidden:
