@@ -177,7 +177,7 @@ def main(argv=None):
     parser.add_argument("--hidden-dim", type=int, default=128)
     parser.add_argument("--layers", type=int, default=6, help="coupling layers of each flow")
     parser.add_argument("--target", type=float, default=-1.46)
-    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--validate", action="store_true", help="keep Pyro's validation on")
     parser.add_argument("--json", metavar="PATH")
