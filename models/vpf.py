@@ -32,8 +32,15 @@ class VPF(nn.Module):
     (event ``(K+1, Dx)``), inside the plate ``"sequences"``.
 
     Calling the model runs the program: ``model(x, times, mask=None)``, with ``x=None`` to
-    sample observations. Masked time points contribute nothing to the likelihood (a
-    ``MaskedDistribution`` per time point); their values are never read.
+    sample observations. Masked entries contribute nothing to the likelihood (a
+    ``MaskedDistribution``); their values are never read.
+
+    With ``observation="linear_gaussian"`` the likelihood is
+    :math:`x_k = C z_k + d + \mathcal N(0, \operatorname{diag}(r^2))` (learned
+    :math:`C, d, r`), channels independent given :math:`z_k`, so single missing entries are
+    exact; with ``num_flow_layers=0`` as well the model is a linear-Gaussian state-space model
+    whose :math:`\log p(x)` is exact (:func:`pyro_vpf.evaluation.exact_log_likelihood`). The
+    flow likelihood couples channels, so it accepts masks of whole time points only.
 
     Args:
         obs_dim (int): :math:`D_x`.
@@ -45,30 +52,46 @@ class VPF(nn.Module):
         time_scale (float): the data's time unit (e.g. the horizon of a training sequence).
         conditioner_layers (int): hidden layers of every coupling conditioner (width
             ``hidden_dim``).
+        observation (str): ``"flow"`` (the conditional observation flow) or
+            ``"linear_gaussian"``.
     """
 
     def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, num_flow_layers=6,
-                 num_obs_flow_layers=6, time_embed_dim=16, time_scale=1.0, conditioner_layers=1):
+                 num_obs_flow_layers=6, time_embed_dim=16, time_scale=1.0, conditioner_layers=1,
+                 observation="flow"):
         super().__init__()
-        self.obs_dim, self.latent_dim = obs_dim, latent_dim
+        if observation not in ("flow", "linear_gaussian"):
+            raise ValueError(f"observation must be 'flow' or 'linear_gaussian', "
+                             f"got {observation!r}")
+        self.obs_dim, self.latent_dim, self.observation = obs_dim, latent_dim, observation
         self.prior = LatentPathPrior(latent_dim, hidden_dim, num_flow_layers, time_embed_dim,
                                      time_scale, conditioner_layers)
-        self.obs_flow = ConditionalObservationFlow(obs_dim, latent_dim, num_obs_flow_layers,
-                                                   hidden_dim,
-                                                   conditioner_layers=conditioner_layers)
+        self.obs_flow = self.obs_linear = None
+        if observation == "flow":
+            self.obs_flow = ConditionalObservationFlow(obs_dim, latent_dim, num_obs_flow_layers,
+                                                       hidden_dim,
+                                                       conditioner_layers=conditioner_layers)
+        else:
+            self.obs_linear = LinearGaussianObservation(obs_dim, latent_dim)
 
     def _like(self):
         return self.prior.init_loc
 
-    def observation_distribution(self, z, point_mask=None):
+    def observation_distribution(self, z, mask=None):
         r""":math:`p(x_{0:K} \mid z_{0:K})`, event ``(K+1, Dx)``, for ``z (..., K+1, Dz)``.
 
-        ``point_mask (..., K+1)`` drops unobserved time points from the log-density.
+        ``mask`` (``(..., K+1, Dx)`` bool, as :func:`~pyro_vpf.validation.check_sequences`
+        returns it) drops unobserved entries from the log-density.
         """
+        if self.obs_linear is not None:
+            per_entry = self.obs_linear.distribution(z)  # batch (..., K+1, Dx)
+            if mask is not None:
+                per_entry = per_entry.mask(mask)
+            return per_entry.to_event(2)
         base = Normal(z.new_zeros(()), z.new_ones(())).expand([self.obs_dim]).to_event(1)
         per_point = TransformedDistribution(base, self.obs_flow.condition(z))
-        if point_mask is not None:
-            per_point = per_point.mask(point_mask)
+        if mask is not None:
+            per_point = per_point.mask(_point_mask(mask))
         return per_point.to_event(1)
 
     def forward(self, x, times, mask=None, *, batch_size=None, num_sequences=None,
@@ -85,7 +108,6 @@ class VPF(nn.Module):
         """
         x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim,
                                             like=self._like(), num_sequences=num_sequences)
-        point_mask = None if mask is None else _point_mask(mask)
         pyro.module("vpf", self)
         with pyro.plate(SEQUENCES, B, subsample_size=batch_size, dim=-1) as idx:
             tb = times[idx] if times.dim() == 2 else times
@@ -93,8 +115,7 @@ class VPF(nn.Module):
                 z0 = pyro.sample(Z0, self.prior.initial_distribution())
                 z = pyro.sample(Z, self.prior.path_distribution(z0, tb))
             z = torch.cat([z0.unsqueeze(-2), z], dim=-2)
-            pm = None if point_mask is None else point_mask[idx]
-            pyro.sample(X, self.observation_distribution(z, pm),
+            pyro.sample(X, self.observation_distribution(z, None if mask is None else mask[idx]),
                         obs=None if x is None else x[idx])
         return z
 
@@ -115,6 +136,27 @@ class VPF(nn.Module):
         z = self.prior.sample(times, num_samples)
         x = self.observation_distribution(z).sample()
         return z, x
+
+
+class LinearGaussianObservation(nn.Module):
+    r"""Linear-Gaussian likelihood :math:`x = C z + d + \mathcal N(0, \operatorname{diag}(r^2))`.
+
+    :math:`C` ``(Dx, Dz)``, :math:`d` ``(Dx,)`` and :math:`r > 0` (softplus) are learned.
+    """
+
+    def __init__(self, obs_dim, latent_dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(obs_dim, latent_dim) / latent_dim**0.5)
+        self.bias = nn.Parameter(torch.zeros(obs_dim))
+        self.noise_unconstrained = nn.Parameter(torch.full((obs_dim,), -1.0))
+
+    @property
+    def noise_scale(self):
+        return nn.functional.softplus(self.noise_unconstrained)
+
+    def distribution(self, z):
+        """Independent Normals per entry, batch ``(..., K+1, Dx)``."""
+        return Normal(nn.functional.linear(z, self.weight, self.bias), self.noise_scale)
 
 
 def _point_mask(mask):

@@ -1,6 +1,7 @@
 import pyro.distributions as dist
 import pytest
 import torch
+from reference import ou_path_moments as ou_dense
 
 from pyro_vpf.prior import LatentPathPrior
 
@@ -13,26 +14,6 @@ def perturbed(prior, scale=0.2, seed=0):
         for p in prior.parameters():
             p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
     return prior
-
-
-def ou_dense(times, m0, s0, mu, kappa, sigma):
-    """Mean and covariance of z_{0:K} (flattened, time-major) for the identity flow, from the
-    OU kernel with a Gaussian start: Cov(z_i, z_j) = e^{-k(t_i+t_j-2t_0)} s0^2
-    + e^{-k|t_i-t_j|} sigma^2 (1 - e^{-2k(min(t_i,t_j)-t_0)}) / (2k), per dimension."""
-    t = times - times[0]
-    K1, D = t.shape[0], m0.shape[0]
-    mean = torch.empty(K1, D, dtype=D64)
-    cov = torch.zeros(K1, D, K1, D, dtype=D64)
-    for d in range(D):
-        k = kappa[d]
-        tmin = torch.minimum(t[:, None], t[None, :])
-        c = torch.exp(-k * (t[:, None] + t[None, :])) * s0[d] ** 2
-        c = c + torch.exp(-k * (t[:, None] - t[None, :]).abs()) * sigma[d] ** 2 * (
-            -torch.expm1(-2 * k * tmin)
-        ) / (2 * k)
-        cov[:, d, :, d] = c
-        mean[:, d] = mu[d] + torch.exp(-k * t) * (m0[d] - mu[d])
-    return mean.reshape(-1), cov.reshape(K1 * D, K1 * D)
 
 
 def test_log_prob_identity_flow_matches_dense_gaussian():

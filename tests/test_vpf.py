@@ -238,3 +238,25 @@ def test_fit_rejects_bad_settings():
         fit(model, guide, x, times, num_steps=1, batch_size=B + 1, progress=False)
     with pytest.raises(ValueError, match="elbo"):
         fit(model, guide, x, times, num_steps=1, elbo="bogus", progress=False)
+
+
+def test_linear_gaussian_observation_takes_single_missing_entries():
+    torch.manual_seed(0)
+    model = VPF(DX, DZ, hidden_dim=8, num_flow_layers=0, observation="linear_gaussian")
+    guide = AffineGuide(DX, DZ, hidden_dim=8)
+    x, times = data()
+    mask = torch.ones(B, K1, DX, dtype=torch.bool)
+    mask[0, 2, 1] = mask[3, 5, 0] = False
+    x_other = x.clone()
+    x_other[0, 2, 1] = float("nan")
+    losses = []
+    for data_x in (x, x_other):
+        pyro.set_rng_seed(3)
+        losses.append(Trace_ELBO().differentiable_loss(model, guide, data_x, times, mask))
+    assert torch.equal(losses[0], losses[1])
+    mt, _ = traces(model, guide, x, times, mask)
+    z = torch.cat([mt.nodes[Z0]["value"].unsqueeze(-2), mt.nodes[Z]["value"]], dim=-2)
+    per_entry = model.obs_linear.distribution(z).log_prob(x)
+    assert torch.allclose(mt.nodes[X]["log_prob"], (per_entry * mask).sum((-1, -2)), atol=1e-5)
+    with pytest.raises(ValueError, match="observation"):
+        VPF(DX, DZ, observation="poisson")
