@@ -1,6 +1,10 @@
 """Dense Gaussian references for the tests: moments written out from the OU kernel."""
 
+import pyro
+import pyro.distributions as dist
 import torch
+
+from pyro_vpf.sites import SEQUENCES, Z0, Z
 
 D64 = torch.float64
 
@@ -26,3 +30,48 @@ def ou_path_moments(times, m0, s0, mu, kappa, sigma):
         cov[:, d, :, d] = c
         mean[:, d] = mu[d] + torch.exp(-k * t) * (m0[d] - mu[d])
     return mean.reshape(-1), cov.reshape(K1 * D, K1 * D)
+
+
+def dense_joint(model, times):
+    """Prior moments of z (flattened) and of x for one sequence, from the OU kernel."""
+    p, o = model.prior, model.obs_linear
+    mz, Sz = ou_path_moments(times, p.init_loc, p.init_scale, p.ou_mean, p.ou_rate, p.ou_scale)
+    H = torch.block_diag(*[o.weight] * times.shape[0])
+    mx = H @ mz + o.bias.repeat(times.shape[0])
+    Sx = H @ Sz @ H.T + torch.diag(o.noise_scale.square().repeat(times.shape[0]))
+    return mz.detach(), Sz.detach(), H.detach(), mx.detach(), Sx.detach()
+
+
+class DensePosteriorGuide:
+    """The exact posterior p(z_{0:K} | x_observed) of a linear-Gaussian VPF by dense
+    conditioning, as a guide with the sites z0 and z | z0 (covariance optionally inflated).
+    ``times`` is (B, K+1); ``mask`` (B, K+1, Dx) selects the entries conditioned on."""
+
+    def __init__(self, model, x, times, inflate=1.0, mask=None):
+        locs, covs = [], []
+        K1, DX = x.shape[1:]
+        self.K1, self.DZ = K1, model.latent_dim
+        for b in range(x.shape[0]):
+            mz, Sz, H, _, _ = dense_joint(model, times[b])
+            keep = torch.ones(K1 * DX, dtype=torch.bool) if mask is None else mask[b].reshape(-1)
+            H = H[keep]
+            R = torch.diag(model.obs_linear.noise_scale.detach().square().repeat(K1)[keep])
+            precision = torch.linalg.inv(Sz) + H.T @ torch.linalg.inv(R) @ H
+            cov = torch.linalg.inv(precision)
+            resid = (x[b].reshape(-1) - model.obs_linear.bias.detach().repeat(K1))[keep]
+            loc = cov @ (torch.linalg.solve(Sz, mz) + H.T @ torch.linalg.solve(R, resid))
+            locs.append(loc)
+            covs.append(0.5 * (cov + cov.T) * inflate)
+        self.loc, self.cov = torch.stack(locs), torch.stack(covs)
+
+    def __call__(self, x, times, mask=None, **kwargs):
+        loc, cov, d = self.loc, self.cov, self.DZ
+        with pyro.plate(SEQUENCES, x.shape[0], dim=-1):
+            z0 = pyro.sample(Z0, dist.MultivariateNormal(loc[:, :d], cov[:, :d, :d]))
+            s12 = cov[:, d:, :d] @ torch.linalg.inv(cov[:, :d, :d])
+            cond_loc = loc[:, d:] + (s12 @ (z0 - loc[:, :d]).unsqueeze(-1)).squeeze(-1)
+            cond_cov = cov[:, d:, d:] - s12 @ cov[:, :d, d:]
+            flat = dist.MultivariateNormal(cond_loc, 0.5 * (cond_cov + cond_cov.mT))
+            reshape = torch.distributions.transforms.ReshapeTransform(
+                ((self.K1 - 1) * d,), (self.K1 - 1, d))
+            pyro.sample(Z, dist.TransformedDistribution(flat, reshape))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from pyro_vpf.guides import AffineGuide
 from pyro_vpf.models import VPF
-from reference import ou_path_moments
+from reference import DensePosteriorGuide, dense_joint
 
 from pyro_vpf.evaluation import (
     elbo,
@@ -16,7 +16,6 @@ from pyro_vpf.evaluation import (
     kalman_log_likelihood,
     log_weights,
 )
-from pyro_vpf.sites import SEQUENCES, Z0, Z
 
 D64 = torch.float64
 B, K1, DZ, DX = 3, 6, 2, 3
@@ -35,16 +34,6 @@ def per_sequence_times(seed=1):
     g = torch.Generator().manual_seed(seed)
     gaps = torch.rand(B, K1 - 1, generator=g, dtype=D64) * 0.6 + 0.05
     return torch.cat([torch.zeros(B, 1, dtype=D64), gaps.cumsum(-1)], -1) + 0.2
-
-
-def dense_joint(model, times):
-    """Prior moments of z (flattened) and of x for one sequence, from the OU kernel."""
-    p, o = model.prior, model.obs_linear
-    mz, Sz = ou_path_moments(times, p.init_loc, p.init_scale, p.ou_mean, p.ou_rate, p.ou_scale)
-    H = torch.block_diag(*[o.weight] * times.shape[0])
-    mx = H @ mz + o.bias.repeat(times.shape[0])
-    Sx = H @ Sz @ H.T + torch.diag(o.noise_scale.square().repeat(times.shape[0]))
-    return mz.detach(), Sz.detach(), H.detach(), mx.detach(), Sx.detach()
 
 
 def dense_log_likelihood(model, x, times, mask=None):
@@ -89,36 +78,6 @@ def test_exact_refuses_models_that_are_not_linear_gaussian():
     for model in (flow_latent, flow_obs):
         with pytest.raises(ValueError, match="linear-Gaussian"):
             exact_log_likelihood(model, x, times)
-
-
-class DensePosteriorGuide:
-    """The exact posterior p(z_{0:K} | x) of a linear-Gaussian VPF from dense conditioning,
-    as a guide with the sites z0 and z | z0 (covariance optionally inflated)."""
-
-    def __init__(self, model, x, times, inflate=1.0):
-        locs, covs = [], []
-        for b in range(x.shape[0]):
-            mz, Sz, H, _, _ = dense_joint(model, times[b])
-            R = torch.diag(model.obs_linear.noise_scale.detach().square().repeat(K1))
-            precision = torch.linalg.inv(Sz) + H.T @ torch.linalg.inv(R) @ H
-            cov = torch.linalg.inv(precision)
-            resid = x[b].reshape(-1) - model.obs_linear.bias.detach().repeat(K1)
-            loc = cov @ (torch.linalg.solve(Sz, mz) + H.T @ torch.linalg.solve(R, resid))
-            locs.append(loc)
-            covs.append(0.5 * (cov + cov.T) * inflate)
-        self.loc, self.cov = torch.stack(locs), torch.stack(covs)
-
-    def __call__(self, x, times, mask=None, **kwargs):
-        loc, cov = self.loc, self.cov
-        with pyro.plate(SEQUENCES, x.shape[0], dim=-1):
-            z0 = pyro.sample(Z0, dist.MultivariateNormal(loc[:, :DZ], cov[:, :DZ, :DZ]))
-            s12 = cov[:, DZ:, :DZ] @ torch.linalg.inv(cov[:, :DZ, :DZ])
-            cond_loc = loc[:, DZ:] + (s12 @ (z0 - loc[:, :DZ]).unsqueeze(-1)).squeeze(-1)
-            cond_cov = cov[:, DZ:, DZ:] - s12 @ cov[:, :DZ, DZ:]
-            flat = dist.MultivariateNormal(cond_loc, 0.5 * (cond_cov + cond_cov.mT))
-            reshape = torch.distributions.transforms.ReshapeTransform(
-                ((K1 - 1) * DZ,), (K1 - 1, DZ))
-            pyro.sample(Z, dist.TransformedDistribution(flat, reshape))
 
 
 def test_exact_posterior_guide_makes_every_estimate_exact():

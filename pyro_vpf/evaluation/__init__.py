@@ -12,14 +12,26 @@ from pyro_vpf.evaluation.exact import (
     kalman_log_likelihood,
     linear_gaussian_parameters,
 )
+from pyro_vpf.evaluation.inference_data import to_inference_data
+from pyro_vpf.evaluation.predictive import (
+    forecast,
+    interpolate,
+    posterior_predictive,
+    predictive_coverage,
+)
 
 __all__ = [
     "SequenceScores",
     "elbo",
     "exact_log_likelihood",
+    "forecast",
     "gaussian_hmm",
     "importance_log_likelihood",
+    "interpolate",
     "kalman_log_likelihood",
     "linear_gaussian_parameters",
     "log_weights",
+    "posterior_predictive",
+    "predictive_coverage",
+    "to_inference_data",
 ]
