@@ -81,7 +81,8 @@ def main(argv=None):
     sample.add_argument("--num-samples", type=int, default=200)
     sample.add_argument("--device", default=None)
 
-    evaluate = sub.add_parser("evaluate", help="train/test ELBO per time point of a run")
+    evaluate = sub.add_parser(
+        "evaluate", help="ELBO, IW log-likelihood, coverage and forecast error of a run")
     evaluate.add_argument("--out-dir", default="outputs/train")
     evaluate.add_argument("--device", default=None)
 
@@ -108,8 +109,8 @@ def main(argv=None):
     elif args.command == "evaluate":
         summary = workflow.evaluate(args.out_dir, args.device)
         _print_summary(summary)
-        print(json.dumps({k: summary[k] for k in ("train_elbo_per_point",
-                                                  "test_elbo_per_point")}))
+        print(json.dumps(summary["evaluation"], indent=1))
+        print(f"written: {args.out_dir}/evaluation.json interpolation.png forecast.png")
     elif args.command == "prior":
         points = [11, 201] if args.fast else args.points
         num_samples = 32 if args.fast else args.num_samples

@@ -192,8 +192,16 @@ def evaluate_run(config, model, guide, train_data, test_data, history):
     }
 
 
-def evaluate(out_dir, device=None):
-    """Re-evaluate a saved run; updates and returns its summary."""
+def evaluate(out_dir, device=None, num_sequences=128, num_particles=100, num_samples=200):
+    """Score a saved run on held-out sequences; writes ``evaluation.json``,
+    ``interpolation.png`` and ``forecast.png`` and updates ``summary.json``.
+
+    Figures (see :func:`pyro_vpf.evaluation.evaluate_sequences`): ELBO and IW log-likelihood
+    per point, coverage and MSE of hidden points (interpolation) and of the last 10 points
+    (forecast), in standardised units.
+    """
+    from pyro_vpf.evaluation import evaluate_sequences
+
     config, model, guide, train_data, test_data, history = load_run(out_dir, device)
     summary = evaluate_run(config, model, guide, train_data, test_data, history)
     path = _paths(out_dir)["summary.json"]
@@ -204,7 +212,60 @@ def evaluate(out_dir, device=None):
         summary = previous
     with open(path, "w") as f:
         json.dump(summary, f, indent=2)
+    held_out = test_data[: min(num_sequences, len(test_data))]
+    result = evaluate_sequences(model, guide, held_out.x, held_out.times, held_out.mask,
+                                num_particles=num_particles, num_samples=num_samples,
+                                forecast_points=max(1, config.num_points // 4),
+                                seed=config.seed)
+    figures = {k: v for k, v in result.items() if not isinstance(v, (torch.Tensor, int))}
+    figures.update({"sequences": len(held_out), "particles": num_particles,
+                    "samples": num_samples})
+    with open(os.path.join(out_dir, "evaluation.json"), "w") as f:
+        json.dump(figures, f, indent=2)
+    _evaluation_figures(held_out, result, out_dir)
+    summary["evaluation"] = figures
     return summary
+
+
+def _evaluation_figures(data, result, out_dir, num_sequences=2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pyro_vpf.plotting import plot_bands
+
+    times = data.times.cpu()
+    observed = data.unstandardise(data.x).cpu()
+    panels = [("interpolation.png", result["interpolation_draws"], 0, result["hidden"]),
+              ("forecast.png", result.get("forecast_draws"), result.get("forecast_start"), None)]
+    for name, draws, start, hidden in panels:
+        if draws is None:
+            continue
+        draws = data.unstandardise(draws).cpu()
+        dims = observed.shape[-1]
+        fig, axes = plt.subplots(num_sequences, dims, figsize=(4.2 * dims, 2.6 * num_sequences),
+                                 squeeze=False)
+        for i in range(num_sequences):
+            t = times[i] if times.dim() == 2 else times
+            for d in range(dims):
+                ax = axes[i, d]
+                plot_bands(t[start:], draws[:, i, :, d], ax=ax, color="C0",
+                           label="predictive 5-50-95%")
+                ax.plot(t, observed[i, :, d], "o", color="k", ms=2.5, label="data")
+                if hidden is not None:
+                    h = hidden[i].cpu()
+                    ax.plot(t[h], observed[i, h, d], "o", mfc="none", color="C3", ms=6,
+                            label="hidden from the guide")
+                else:
+                    ax.axvline(float(t[start - 1]), color="0.5", lw=0.8, ls="--")
+        axes[0, 0].legend(frameon=False, fontsize=7)
+        title = ("Interpolation of hidden points" if hidden is not None else
+                 "Forecast through the prior after the dashed line")
+        fig.suptitle(f"{title} (held-out sequences, original units)")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, name), dpi=110)
+        plt.close(fig)
 
 
 def sample(out_dir, num_points=1001, num_samples=200, device=None):

@@ -19,10 +19,12 @@ from pyro_vpf.evaluation.predictive import (
     posterior_predictive,
     predictive_coverage,
 )
+from pyro_vpf.evaluation.report import evaluate_sequences
 
 __all__ = [
     "SequenceScores",
     "elbo",
+    "evaluate_sequences",
     "exact_log_likelihood",
     "forecast",
     "gaussian_hmm",
