@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["plot_paths", "plot_marginals"]
+__all__ = ["plot_bands", "plot_elbo", "plot_marginals", "plot_paths", "plot_predictive"]
 
 
 def _axes(ax):
@@ -90,4 +90,28 @@ def plot_bands(times, draws, ax=None, color="C0", label=None, quantiles=(0.05, 0
     t = _numpy(times)
     ax.fill_between(t, lo, hi, color=color, alpha=0.25, lw=0)
     ax.plot(t, mid, color=color, lw=1.0, label=label)
+    return ax
+
+
+def plot_predictive(times, observed, pred_times, draws, ax=None, hidden=None, start_time=None,
+                    color="C0"):
+    """Data against predictive bands for one channel of one sequence.
+
+    A fan chart when ``start_time`` is given (a dashed line where the forecast starts); hidden
+    points (``hidden``, bool per time) are circled.
+
+    Args:
+        times, observed: ``(T,)`` the data's times and values.
+        pred_times, draws: ``(Q,)`` and ``(S, Q)`` predictive draws.
+    """
+    ax = _axes(ax)
+    plot_bands(pred_times, draws, ax=ax, color=color, label="predictive 5-50-95%")
+    t, y = _numpy(times), _numpy(observed)
+    ax.plot(t, y, "o", color="k", ms=2.5, label="data")
+    if hidden is not None:
+        h = _numpy(hidden).astype(bool)
+        ax.plot(t[h], y[h], "o", mfc="none", color="C3", ms=6, label="hidden from the guide")
+    if start_time is not None:
+        ax.axvline(float(start_time), color="0.5", lw=0.8, ls="--")
+    ax.set_xlabel("time")
     return ax

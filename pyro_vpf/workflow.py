@@ -233,7 +233,7 @@ def _evaluation_figures(data, result, out_dir, num_sequences=2):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pyro_vpf.plotting import plot_bands
+    from pyro_vpf.plotting import plot_predictive
 
     times = data.times.cpu()
     observed = data.unstandardise(data.x).cpu()
@@ -249,16 +249,9 @@ def _evaluation_figures(data, result, out_dir, num_sequences=2):
         for i in range(num_sequences):
             t = times[i] if times.dim() == 2 else times
             for d in range(dims):
-                ax = axes[i, d]
-                plot_bands(t[start:], draws[:, i, :, d], ax=ax, color="C0",
-                           label="predictive 5-50-95%")
-                ax.plot(t, observed[i, :, d], "o", color="k", ms=2.5, label="data")
-                if hidden is not None:
-                    h = hidden[i].cpu()
-                    ax.plot(t[h], observed[i, h, d], "o", mfc="none", color="C3", ms=6,
-                            label="hidden from the guide")
-                else:
-                    ax.axvline(float(t[start - 1]), color="0.5", lw=0.8, ls="--")
+                plot_predictive(t, observed[i, :, d], t[start:], draws[:, i, :, d],
+                                ax=axes[i, d], hidden=None if hidden is None else hidden[i],
+                                start_time=None if hidden is not None else t[start - 1])
         axes[0, 0].legend(frameon=False, fontsize=7)
         title = ("Interpolation of hidden points" if hidden is not None else
                  "Forecast through the prior after the dashed line")

@@ -39,7 +39,13 @@ def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 9
     assert main(["sample", "--out-dir", out, "--points", "301", "--num-samples", "5"]) == 0
     assert main(["evaluate", "--out-dir", out]) == 0
-    assert "test_elbo_per_point" in capsys.readouterr().out
+    assert "forecast_mse" in capsys.readouterr().out
+    evaluation = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    for key in ("elbo_per_point", "iw_per_point", "interpolation_coverage_90",
+                "forecast_coverage_90", "forecast_mse"):
+        assert isinstance(evaluation[key], float), key
+    for name in ("interpolation.png", "forecast.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
 
 
 def test_sample_without_a_run_says_what_to_do(tmp_path):
