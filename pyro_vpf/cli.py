@@ -71,7 +71,8 @@ def main(argv=None):
     train.add_argument("--out-dir", default="outputs/train")
     _add_train_arguments(train)
 
-    demo = sub.add_parser("demo", help="train with the default configuration into outputs/demo")
+    demo = sub.add_parser(
+        "demo", help="train with the default configuration into outputs/demo, then evaluate")
     demo.add_argument("--out-dir", default="outputs/demo")
     _add_train_arguments(demo)
 
@@ -100,8 +101,12 @@ def main(argv=None):
     if args.command in ("train", "demo"):
         summary = workflow.train(_config(args), args.out_dir, resume=args.resume)
         _print_summary(summary)
-        print(f"outputs in {args.out_dir}: loss.png samples.png reconstruction.png "
-              "summary.json checkpoint.pt")
+        written = "loss.png samples.png reconstruction.png summary.json checkpoint.pt"
+        if args.command == "demo":
+            evaluation = workflow.evaluate(args.out_dir, args.device)["evaluation"]
+            print(json.dumps(evaluation, indent=1))
+            written += " evaluation.json interpolation.png forecast.png"
+        print(f"outputs in {args.out_dir}: {written}")
     elif args.command == "sample":
         if args.points < 2 or args.num_samples < 1:
             parser.error("--points must be >= 2 and --num-samples >= 1")
