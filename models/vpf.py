@@ -6,10 +6,10 @@ from pyro import poutine
 from pyro.distributions import Normal, TransformedDistribution
 from torch import nn
 
-from pyro_vpf.prior import LatentPathPrior, check_times
+from pyro_vpf.prior import LatentPathPrior
 from pyro_vpf.sites import SEQUENCES, Z0, X, Z
 from pyro_vpf.transforms import ConditionalObservationFlow
-from pyro_vpf.validation import check_sequences
+from pyro_vpf.validation import check_sequences, check_times
 
 __all__ = ["VPF"]
 

@@ -7,30 +7,13 @@ from torch.nn.functional import softplus
 
 from pyro_vpf.distributions import OUPath
 from pyro_vpf.transforms import TimeConditionedFlow
+from pyro_vpf.validation import check_times
 
-__all__ = ["LatentPathPrior", "check_times"]
+__all__ = ["LatentPathPrior"]
 
 
 def _inverse_softplus(value):
     return value + torch.log(-torch.expm1(-value))
-
-
-def check_times(times, like, name="times"):
-    """Raise ``ValueError`` unless ``times`` is a finite, strictly increasing float tensor
-    of shape ``(K+1,)`` or ``(B, K+1)`` with ``like``'s dtype and device."""
-    if not isinstance(times, torch.Tensor):
-        raise ValueError(f"{name} must be a tensor, got {type(times).__name__}")
-    if times.dim() not in (1, 2) or times.shape[-1] < 1:
-        raise ValueError(f"{name} must have shape (K+1,) or (B, K+1), got {tuple(times.shape)}")
-    if times.dtype != like.dtype or times.device != like.device:
-        raise ValueError(
-            f"{name} has dtype {times.dtype} on {times.device}; expected {like.dtype} on "
-            f"{like.device} (the model's)"
-        )
-    if not torch.isfinite(times).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if times.shape[-1] > 1 and not (times.diff(dim=-1) > 0).all():
-        raise ValueError(f"{name} must be strictly increasing along its last dimension")
 
 
 class LatentPathPrior(nn.Module):

@@ -2,7 +2,25 @@
 
 import torch
 
-__all__ = ["check_sequences"]
+__all__ = ["check_sequences", "check_times"]
+
+
+def check_times(times, like, name="times"):
+    """Raise ``ValueError`` unless ``times`` is a finite, strictly increasing float tensor
+    of shape ``(K+1,)`` or ``(B, K+1)`` with ``like``'s dtype and device."""
+    if not isinstance(times, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor, got {type(times).__name__}")
+    if times.dim() not in (1, 2) or times.shape[-1] < 1:
+        raise ValueError(f"{name} must have shape (K+1,) or (B, K+1), got {tuple(times.shape)}")
+    if times.dtype != like.dtype or times.device != like.device:
+        raise ValueError(
+            f"{name} has dtype {times.dtype} on {times.device}; expected {like.dtype} on "
+            f"{like.device} (the model's)"
+        )
+    if not torch.isfinite(times).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if times.shape[-1] > 1 and not (times.diff(dim=-1) > 0).all():
+        raise ValueError(f"{name} must be strictly increasing along its last dimension")
 
 
 def check_sequences(x, times, mask=None, *, obs_dim, like, num_sequences=None):
@@ -22,18 +40,9 @@ def check_sequences(x, times, mask=None, *, obs_dim, like, num_sequences=None):
         placeholder that the masked likelihood never counts), ``mask`` of shape
         ``(B, K+1, Dx)`` or ``None``.
     """
-    if not isinstance(times, torch.Tensor):
-        raise ValueError(f"times must be a tensor, got {type(times).__name__}")
-    if times.dim() not in (1, 2) or times.shape[-1] < 2:
-        raise ValueError(f"times must have shape (K+1,) or (B, K+1) with K >= 1, "
-                         f"got {tuple(times.shape)}")
-    if times.dtype != like.dtype or times.device != like.device:
-        raise ValueError(f"times has dtype {times.dtype} on {times.device}; the model expects "
-                         f"{like.dtype} on {like.device}")
-    if not torch.isfinite(times).all():
-        raise ValueError("times contains NaN or infinite values")
-    if not (times.diff(dim=-1) > 0).all():
-        raise ValueError("times must be strictly increasing along its last dimension")
+    check_times(times, like)
+    if times.shape[-1] < 2:
+        raise ValueError(f"times must hold at least two points (K >= 1), got {tuple(times.shape)}")
     K1 = times.shape[-1]
     if x is None:
         B = times.shape[0] if times.dim() == 2 else (num_sequences or 1)

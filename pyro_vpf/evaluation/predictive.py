@@ -4,9 +4,8 @@ import pyro
 import torch
 from pyro import poutine
 
-from pyro_vpf.prior import check_times
 from pyro_vpf.sites import Z0, X, Z
-from pyro_vpf.validation import check_sequences
+from pyro_vpf.validation import check_sequences, check_times
 
 __all__ = ["forecast", "interpolate", "posterior_predictive", "predictive_coverage"]
 
