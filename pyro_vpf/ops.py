@@ -29,7 +29,7 @@ The backward pass is the adjoint recurrence, itself a reversed linear recurrence
 
 import torch
 
-__all__ = ["linear_recurrence", "sequential_linear_recurrence"]
+__all__ = ["linear_recurrence", "matrix_linear_recurrence", "sequential_linear_recurrence"]
 
 
 def _check_recurrence_args(a, b, dim):
@@ -158,3 +158,54 @@ def sequential_linear_recurrence(a, b, dim=0):
         h = torch.addcmul(b[k], a[k], h)
         out[k] = h
     return out.movedim(0, dim)
+
+
+def _odd_even_matrix_scan(A, b):
+    """h_k = A_k h_{k-1} + b_k along dim 0 (h_{-1} = 0), by recursive odd-even reduction.
+
+    Built from out-of-place ops only, so autograd differentiates it as it is. ``A`` is
+    ``(K, ..., D, D)``, ``b`` ``(K, ..., D)``.
+    """
+    K = b.shape[0]
+    if K == 1:
+        return b
+    half = K // 2
+    A_even, A_odd = A[0 : 2 * half : 2], A[1 : 2 * half : 2]
+    b_even, b_odd = b[0 : 2 * half : 2], b[1 : 2 * half : 2]
+    # pairs (2i, 2i+1) compose into one step ending at 2i+1
+    h_odd = _odd_even_matrix_scan(
+        A_odd @ A_even, (A_odd @ b_even.unsqueeze(-1)).squeeze(-1) + b_odd
+    )
+    # h_{2i} = A_{2i} h_{2i-1} + b_{2i} for i >= 1; h_0 = b_0
+    rest = (A[2:K:2] @ h_odd[: (K - 1) // 2].unsqueeze(-1)).squeeze(-1) + b[2:K:2]
+    h_even = torch.cat([b[:1], rest])
+    if K % 2:
+        h_odd = torch.cat([h_odd, torch.zeros_like(h_odd[:1])])
+    return torch.stack([h_even, h_odd], dim=1).flatten(0, 1)[:K]
+
+
+def matrix_linear_recurrence(A, b, dim=-2):
+    r"""Evaluate :math:`h_k = A_k h_{k-1} + b_k` (:math:`h_{-1} = 0`) with matrices :math:`A_k`.
+
+    The matrix counterpart of :func:`linear_recurrence` (e.g. for Gauss--Markov guides with
+    full transition matrices): a parallel odd-even reduction, :math:`O(K)` matrix products in
+    :math:`O(\log K)` sequential levels, differentiable by autograd.
+
+    Args:
+        A (torch.Tensor): ``(..., K, D, D)``, broadcastable against ``b``'s batch.
+        b (torch.Tensor): ``(..., K, D)``; ``dim`` is the recurrence dimension of ``b``
+            (negative, counted from the right of ``b``).
+
+    Returns:
+        torch.Tensor: ``h`` with ``b``'s shape.
+    """
+    if b.dim() < 2 or A.dim() < 3 or A.shape[-2:] != (b.shape[-1], b.shape[-1]):
+        raise ValueError(f"A must be (..., K, D, D) and b (..., K, D), got {tuple(A.shape)} "
+                         f"and {tuple(b.shape)}")
+    if dim >= 0 or dim == -1:
+        raise ValueError("dim must be a negative index other than -1 (the state dimension)")
+    batch = torch.broadcast_shapes(A.shape[:-2], b.shape[:-1])
+    A = A.expand(batch + A.shape[-2:])
+    b = b.expand(batch + b.shape[-1:])
+    h = _odd_even_matrix_scan(A.movedim(dim - 1, 0), b.movedim(dim, 0))
+    return h.movedim(0, dim)

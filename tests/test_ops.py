@@ -65,3 +65,23 @@ def test_bad_arguments():
         linear_recurrence(torch.rand(3, 2), torch.rand(3, 4))
     with pytest.raises(ValueError, match="dtype"):
         linear_recurrence(torch.rand(3, 2, dtype=torch.float64), torch.rand(3, 2))
+
+
+def test_matrix_recurrence_matches_loop_and_autograd():
+    from pyro_vpf.ops import matrix_linear_recurrence
+
+    g = torch.Generator().manual_seed(0)
+    for K in (1, 2, 3, 7, 64, 101):
+        A = torch.randn(2, K, 3, 3, generator=g, dtype=torch.float64) * 0.5
+        b = torch.randn(2, K, 3, generator=g, dtype=torch.float64)
+        h, expected = torch.zeros(2, 3, dtype=torch.float64), []
+        for k in range(K):
+            h = (A[:, k] @ h.unsqueeze(-1)).squeeze(-1) + b[:, k]
+            expected.append(h)
+        assert torch.allclose(matrix_linear_recurrence(A, b), torch.stack(expected, 1),
+                              atol=1e-10)
+    A = (torch.randn(1, 6, 2, 2, dtype=torch.float64) * 0.5).requires_grad_()
+    b = torch.randn(3, 6, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(matrix_linear_recurrence, (A, b))
+    with pytest.raises(ValueError):
+        matrix_linear_recurrence(torch.randn(6, 2, 3), torch.randn(6, 2))
