@@ -5,5 +5,6 @@ meets them only in sample-site names and shapes (:mod:`pyro_vpf.sites`).
 """
 
 from pyro_vpf.guides.affine import AffineGuide
+from pyro_vpf.guides.markov import MarkovGuide
 
-__all__ = ["AffineGuide"]
+__all__ = ["AffineGuide", "MarkovGuide"]
