@@ -7,7 +7,8 @@ from pyro.distributions import Normal
 from torch import nn
 
 from pyro_vpf.nn import GRUEncoder, LocalTimeAttention, normalised_time
-from pyro_vpf.sites import SEQUENCES, Z0, Z
+from pyro_vpf.plates import sequence_plate
+from pyro_vpf.sites import Z0, Z
 from pyro_vpf.validation import check_sequences
 
 __all__ = ["AffineGuide"]
@@ -84,10 +85,8 @@ class AffineGuide(nn.Module):
             x, times, mask, obs_dim=self.obs_dim, like=self.head[0].weight
         )
         pyro.module("affine_guide", self)
-        with pyro.plate(SEQUENCES, B, subsample_size=batch_size, dim=-1) as idx:
-            tb = times[idx] if times.dim() == 2 else times
-            mb = None if mask is None else mask[idx]
-            loc, scale = self._marginals(x[idx], tb, mb, tb)
+        with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
+            loc, scale = self._marginals(xb, tb, mb, tb)
             with poutine.scale(scale=kl_weight):
                 pyro.sample(Z0, Normal(loc[:, 0], scale[:, 0]).to_event(1))
                 pyro.sample(Z, Normal(loc[:, 1:], scale[:, 1:]).to_event(2))

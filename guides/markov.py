@@ -8,7 +8,8 @@ from torch import nn
 
 from pyro_vpf.distributions import GaussMarkovPath
 from pyro_vpf.nn import GRUEncoder, normalised_time
-from pyro_vpf.sites import SEQUENCES, Z0, Z
+from pyro_vpf.plates import sequence_plate
+from pyro_vpf.sites import Z0, Z
 from pyro_vpf.validation import check_sequences
 
 __all__ = ["MarkovGuide"]
@@ -84,10 +85,8 @@ class MarkovGuide(nn.Module):
             x, times, mask, obs_dim=self.obs_dim, like=self.step_head[0].weight
         )
         pyro.module("markov_guide", self)
-        with pyro.plate(SEQUENCES, B, subsample_size=batch_size, dim=-1) as idx:
-            tb = times[idx] if times.dim() == 2 else times
-            mb = None if mask is None else mask[idx]
-            m0, L0, A, b, L = self.parameters_of(x[idx], tb, mb)
+        with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
+            m0, L0, A, b, L = self.parameters_of(xb, tb, mb)
             with poutine.scale(scale=kl_weight):
                 z0 = pyro.sample(Z0, MultivariateNormal(m0, scale_tril=L0))
                 pyro.sample(Z, GaussMarkovPath(z0, A, b, L))

@@ -6,8 +6,9 @@ from pyro import poutine
 from pyro.distributions import Normal, TransformedDistribution
 from torch import nn
 
+from pyro_vpf.plates import sequence_plate
 from pyro_vpf.prior import LatentPathPrior
-from pyro_vpf.sites import SEQUENCES, Z0, X, Z
+from pyro_vpf.sites import Z0, X, Z
 from pyro_vpf.transforms import ConditionalObservationFlow
 from pyro_vpf.validation import check_sequences, check_times
 
@@ -109,14 +110,12 @@ class VPF(nn.Module):
         x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim,
                                             like=self._like(), num_sequences=num_sequences)
         pyro.module("vpf", self)
-        with pyro.plate(SEQUENCES, B, subsample_size=batch_size, dim=-1) as idx:
-            tb = times[idx] if times.dim() == 2 else times
+        with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
             with poutine.scale(scale=kl_weight):
                 z0 = pyro.sample(Z0, self.prior.initial_distribution())
                 z = pyro.sample(Z, self.prior.path_distribution(z0, tb))
             z = torch.cat([z0.unsqueeze(-2), z], dim=-2)
-            pyro.sample(X, self.observation_distribution(z, None if mask is None else mask[idx]),
-                        obs=None if x is None else x[idx])
+            pyro.sample(X, self.observation_distribution(z, mb), obs=xb)
         return z
 
     def sample_prior(self, times, num_samples=1):
