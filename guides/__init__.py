@@ -1,10 +1,14 @@
 """Guide programs of the collection, importable as ``pyro_vpf.guides``.
 
 Each guide has the signature ``guide(x, times, mask=None)`` of the models it serves and
-meets them only in sample-site names and shapes (:mod:`pyro_vpf.sites`).
+meets them only in sample-site names and shapes (:mod:`pyro_vpf.sites`), and has
+``marginal(x, times, query_times, mask=None)``: the posterior marginal of :math:`z(t)` as a
+distribution with batch shape ``(B, Q)`` and event shape ``(Dz,)``, which forecasting and
+interpolation use.
 """
 
 from pyro_vpf.guides.affine import AffineGuide
+from pyro_vpf.guides.flow import FlowGuide
 from pyro_vpf.guides.markov import MarkovGuide
 
-__all__ = ["AffineGuide", "MarkovGuide"]
+__all__ = ["AffineGuide", "FlowGuide", "MarkovGuide"]

@@ -9,7 +9,7 @@ from torch import nn
 from pyro_vpf.nn import GRUEncoder, LocalTimeAttention, normalised_time
 from pyro_vpf.plates import sequence_plate
 from pyro_vpf.sites import Z0, Z
-from pyro_vpf.validation import check_sequences
+from pyro_vpf.validation import check_query_times, check_sequences
 
 __all__ = ["AffineGuide"]
 
@@ -71,13 +71,13 @@ class AffineGuide(nn.Module):
         """
         like = next(self.parameters())
         x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim, like=like)
-        if not isinstance(query_times, torch.Tensor) or query_times.dim() not in (1, 2) or (
-            query_times.dim() == 2 and query_times.shape[0] != B
-        ):
-            raise ValueError(f"query_times must have shape (Q,) or ({B}, Q)")
-        if query_times.dtype != like.dtype or query_times.device != like.device:
-            raise ValueError(f"query_times must have dtype {like.dtype} on {like.device}")
+        check_query_times(query_times, B, like)
         return self._marginals(x, times, mask, query_times)
+
+    def marginal(self, x, times, query_times, mask=None):
+        r"""The posterior marginal :math:`q(z(t) \mid x)` at ``query_times`` as a distribution
+        with batch shape ``(B, Q)`` and event shape ``(Dz,)``; see :meth:`posterior`."""
+        return Normal(*self.posterior(x, times, query_times, mask)).to_event(1)
 
     def forward(self, x, times, mask=None, *, batch_size=None, kl_weight=1.0):
         """The guide program (see the class docstring)."""

@@ -6,11 +6,11 @@ from pyro import poutine
 from pyro.distributions import MultivariateNormal
 from torch import nn
 
-from pyro_vpf.distributions import GaussMarkovPath
+from pyro_vpf.distributions import GaussMarkovPath, gauss_markov_marginals
 from pyro_vpf.nn import GRUEncoder, normalised_time
 from pyro_vpf.plates import sequence_plate
 from pyro_vpf.sites import Z0, Z
-from pyro_vpf.validation import check_sequences
+from pyro_vpf.validation import check_query_times, check_sequences
 
 __all__ = ["MarkovGuide"]
 
@@ -78,6 +78,30 @@ class MarkovGuide(nn.Module):
         raw_A, b, raw_L = out.split([self._n_transition, D, self._n_scale], dim=-1)
         A = raw_A.unflatten(-1, (D, D)) if self.full_transition else torch.diag_embed(raw_A)
         return m0, L0, A, b, self._scale_tril(raw_L)
+
+    def marginal(self, x, times, query_times, mask=None):
+        r"""The posterior marginal :math:`q(z(t) \mid x)` at ``query_times``, batch shape
+        ``(B, Q)``, event shape ``(Dz,)`` (a ``MultivariateNormal``).
+
+        The guide is defined on the grid only, so every query time must be one of the
+        sequence's own times (an off-grid time raises ``ValueError``); the marginals of all
+        grid points come from :func:`~pyro_vpf.distributions.gauss_markov_marginals`.
+        """
+        like = self.step_head[0].weight
+        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim, like=like)
+        check_query_times(query_times, B, like)
+        grid = times.expand(B, -1)
+        query = query_times.expand(B, -1)
+        index = (grid.unsqueeze(1) - query.unsqueeze(-1)).abs().argmin(-1)  # (B, Q)
+        if not torch.isclose(grid.gather(-1, index), query).all():
+            raise ValueError("query_times must be times of the grid: the Markov guide "
+                             "defines q(z | x) at the observation times only")
+        m0, L0, A, b, L = self.parameters_of(x, times, mask)
+        loc, cov = gauss_markov_marginals(m0, L0 @ L0.transpose(-1, -2), A, b, L)
+        D = self.latent_dim
+        loc = loc.gather(1, index.unsqueeze(-1).expand(-1, -1, D))
+        cov = cov.gather(1, index[..., None, None].expand(-1, -1, D, D))
+        return MultivariateNormal(loc, cov)
 
     def forward(self, x, times, mask=None, *, batch_size=None, kl_weight=1.0):
         """The guide program: sites ``"z0"`` and ``"z"`` in the plate over sequences."""

@@ -2,7 +2,7 @@
 
 import torch
 
-__all__ = ["check_sequences", "check_times"]
+__all__ = ["check_query_times", "check_sequences", "check_times"]
 
 
 def check_times(times, like, name="times"):
@@ -76,3 +76,18 @@ def check_sequences(x, times, mask=None, *, obs_dim, like, num_sequences=None):
         if mask is not None:
             x = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
     return x, times, mask, B
+
+
+def check_query_times(query_times, num_sequences, like, name="query_times"):
+    """Raise ``ValueError`` unless ``query_times`` is a finite ``(Q,)`` or ``(B, Q)`` tensor
+    with ``like``'s dtype and device (any order: a query is a set of times)."""
+    B = num_sequences
+    if not isinstance(query_times, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor, got {type(query_times).__name__}")
+    if query_times.dim() not in (1, 2) or (query_times.dim() == 2 and query_times.shape[0] != B):
+        raise ValueError(f"{name} must have shape (Q,) or ({B}, Q), got {tuple(query_times.shape)}")
+    if query_times.dtype != like.dtype or query_times.device != like.device:
+        raise ValueError(f"{name} must have dtype {like.dtype} on {like.device}, got "
+                         f"{query_times.dtype} on {query_times.device}")
+    if not torch.isfinite(query_times).all():
+        raise ValueError(f"{name} contains NaN or infinite values")

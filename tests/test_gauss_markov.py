@@ -77,3 +77,25 @@ def test_gradients_and_bad_shapes():
         GaussMarkovPath(z0, A[..., :3, :, :], b, L)
     e = d.expand((5, 2))
     assert e.sample().shape == (5, 2, 4, 2)
+
+
+def test_marginals_match_the_dense_covariance_with_a_random_start():
+    from pyro_vpf.distributions import gauss_markov_marginals
+
+    z0, A, b, L = random_params((2,), 5, 3, seed=5)
+    g = torch.Generator().manual_seed(6)
+    raw = torch.randn(2, 3, 3, generator=g, dtype=D64)
+    cov0 = raw @ raw.mT + 0.1 * torch.eye(3, dtype=D64)
+    loc, cov = gauss_markov_marginals(z0, cov0, A, b, L)
+    assert loc.shape == (2, 6, 3) and cov.shape == (2, 6, 3, 3)
+    for i in range(2):
+        # z_{1:K} = m(z0) + M e: covariance given z0 from the dense construction, plus the
+        # start's spread carried by the Jacobian of the mean (linear in z0), by autograd
+        mean, cond_cov = dense(z0[i], A[i], b[i], L[i])
+        J = torch.autograd.functional.jacobian(lambda s, i=i: dense(s, A[i], b[i], L[i])[0],
+                                               z0[i])
+        total = cond_cov + J @ cov0[i] @ J.T
+        assert torch.allclose(loc[i, 0], z0[i]) and torch.allclose(cov[i, 0], cov0[i])
+        assert torch.allclose(loc[i, 1:].reshape(-1), mean, atol=1e-10)
+        blocks = torch.stack([total[k * 3:(k + 1) * 3, k * 3:(k + 1) * 3] for k in range(5)])
+        assert torch.allclose(cov[i, 1:], blocks, atol=1e-10)

@@ -8,7 +8,7 @@ from torch.distributions import constraints
 
 from pyro_vpf.ops import matrix_linear_recurrence
 
-__all__ = ["GaussMarkovPath"]
+__all__ = ["GaussMarkovPath", "gauss_markov_marginals"]
 
 
 class GaussMarkovPath(TorchDistribution):
@@ -100,3 +100,44 @@ class GaussMarkovPath(TorchDistribution):
         D = value.shape[-1]
         per_step = -0.5 * residual.square().sum(-1) - log_det - 0.5 * D * math.log(2 * math.pi)
         return per_step.sum(-1)
+
+
+def gauss_markov_marginals(loc0, cov0, transition, shift, scale_tril):
+    r"""Marginal means and covariances of a Gauss--Markov path with a Gaussian start.
+
+    For :math:`z_0 \sim \mathcal N(\mu_0, P_0)` and
+    :math:`z_k = A_k z_{k-1} + b_k + L_k \varepsilon_k`,
+
+    .. math::
+
+        \mu_k = A_k \mu_{k-1} + b_k, \qquad
+        P_k = A_k P_{k-1} A_k^\top + L_k L_k^\top,
+
+    both linear recurrences, evaluated by the parallel scan
+    (:func:`~pyro_vpf.ops.matrix_linear_recurrence`); the covariance one acts on
+    :math:`\mathrm{vec}(P_k)` through :math:`A_k \otimes A_k` (:math:`D^2 \times D^2`
+    blocks, fine for the latent sizes of the collection).
+
+    Args:
+        loc0: ``(..., D)``; cov0: ``(..., D, D)``; transition, shift, scale_tril: as for
+            :class:`GaussMarkovPath`.
+
+    Returns:
+        tuple: ``(loc, cov)`` of :math:`z_{0:K}`, ``(..., K+1, D)`` and ``(..., K+1, D, D)``.
+    """
+    K, D = shift.shape[-2:]
+    start = (transition[..., :1, :, :] @ loc0.unsqueeze(-2).unsqueeze(-1)).squeeze(-1)
+    loc = matrix_linear_recurrence(
+        transition, torch.cat([shift[..., :1, :] + start, shift[..., 1:, :]], -2), dim=-2)
+    kron = torch.einsum("...ij,...kl->...ikjl", transition, transition).reshape(
+        transition.shape[:-2] + (D * D, D * D))
+    noise = (scale_tril @ scale_tril.transpose(-1, -2)).flatten(-2)
+    start = (kron[..., :1, :, :] @ cov0.flatten(-2).unsqueeze(-2).unsqueeze(-1)).squeeze(-1)
+    cov = matrix_linear_recurrence(
+        kron, torch.cat([noise[..., :1, :] + start, noise[..., 1:, :]], -2), dim=-2)
+    cov = cov.unflatten(-1, (D, D))
+    cov = 0.5 * (cov + cov.transpose(-1, -2))
+    batch = loc.shape[:-2]
+    loc0 = loc0.expand(batch + (D,))
+    cov0 = cov0.expand(batch + (D, D))
+    return (torch.cat([loc0.unsqueeze(-2), loc], -2), torch.cat([cov0.unsqueeze(-3), cov], -3))

@@ -40,17 +40,17 @@ def _decode(model, z):
 
 @torch.no_grad()
 def interpolate(model, guide, x, times, query_times, mask=None, num_samples=100):
-    r"""Predictive draws of :math:`x` at any ``query_times`` from the guide's marginals.
+    r"""Predictive draws of :math:`x` at ``query_times`` from the guide's marginals.
 
-    :math:`z(t) \sim \mathcal N(m(t), s(t)^2)` (the guide's posterior marginal), then
+    :math:`z(t) \sim q(z(t) \mid x)` (the guide's ``marginal``), then
     :math:`x(t) \sim p(x \mid z(t))`. Per-time marginals only: intervals are exact for each
-    time point, but draws are not joint paths.
+    time point, but draws are not joint paths. Continuous-time guides (affine, flow) take any
+    query times; the Markov guide takes times of the grid.
 
     Returns:
         torch.Tensor: ``(S, B, Q, Dx)``.
     """
-    loc, scale = guide.posterior(x, times, query_times, mask)
-    z = torch.distributions.Normal(loc, scale).sample((num_samples,))
+    z = guide.marginal(x, times, query_times, mask).sample((num_samples,))
     return _decode(model, z)
 
 
@@ -77,8 +77,8 @@ def forecast(model, guide, x, times, future_times, mask=None, num_samples=100):
     last = times[..., -1]
     if not bool((future_times[0] > last).all()):
         raise ValueError("future_times must all lie after the last observed time")
-    loc, scale = guide.posterior(x, times, last.reshape(-1, 1).expand(B, 1), mask)
-    z_last = torch.distributions.Normal(loc[:, 0], scale[:, 0]).sample((num_samples,))
+    z_last = guide.marginal(x, times, last.reshape(-1, 1).expand(B, 1), mask).sample(
+        (num_samples,))[:, :, 0]
     grid = torch.cat([last.reshape(-1, 1).expand(B, 1), future_times.expand(B, -1)], -1)
     z = model.prior.path_distribution(z_last, grid).sample()  # (S, B, F, Dz)
     return {"z": z, "x": _decode(model, z)}

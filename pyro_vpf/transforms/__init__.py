@@ -1,5 +1,6 @@
 """Transforms of pyro_vpf: time-conditioned and conditional affine couplings."""
 
+from pyro_vpf.transforms.conditional_flow import ConditionalFlow
 from pyro_vpf.transforms.coupling import (
     ContextAffineCoupling,
     ContextAffineCouplingTransform,
@@ -13,6 +14,7 @@ from pyro_vpf.transforms.time_embedding import FourierTimeEmbedding
 from pyro_vpf.transforms.time_flow import TimeConditionedFlow, time_conditioned_flow
 
 __all__ = [
+    "ConditionalFlow",
     "ConditionalObservationFlow",
     "ContextAffineCoupling",
     "ContextAffineCouplingTransform",
