@@ -21,6 +21,7 @@ import time
 
 import pyro
 import torch
+from problems import linear_gaussian_problem
 from pyro_vpf.guides import AffineGuide
 from pyro_vpf.models import VPF
 
@@ -31,19 +32,6 @@ from pyro_vpf.evaluation import (
     importance_log_likelihood,
 )
 from pyro_vpf.infer import fit
-
-
-def simulate(args):
-    torch.manual_seed(args.seed)
-    truth = VPF(3, 2, num_flow_layers=0, observation="linear_gaussian")
-    with torch.no_grad():
-        truth.prior.ou_rate_unconstrained.copy_(torch.tensor([0.5, 2.0]))
-        truth.obs_linear.noise_unconstrained.fill_(-2.0)
-        gaps = torch.rand(args.sequences, args.points - 1) * 0.2 + 0.01
-        times = torch.cat([torch.zeros(args.sequences, 1), gaps.cumsum(-1)], -1)
-        z = truth.prior.sample(times, 1)[0]
-        x = truth.observation_distribution(z).sample()
-    return x, times, truth
 
 
 def main(argv=None):
@@ -63,7 +51,7 @@ def main(argv=None):
     args.steps = args.steps or (200 if args.quick else 2000)
     particles = 100 if args.quick else args.particles
 
-    x, times, truth = simulate(args)
+    x, times, truth = linear_gaussian_problem(args.sequences, args.points, args.seed)
     mask = None
     if args.train_missing > 0:
         g = torch.Generator().manual_seed(args.seed + 1)

@@ -14,6 +14,7 @@ from pyro_vpf.evaluation import (
     gaussian_hmm,
     importance_log_likelihood,
     kalman_log_likelihood,
+    kalman_smoother,
     log_weights,
 )
 
@@ -135,3 +136,23 @@ def test_affine_guide_elbo_is_below_the_exact_likelihood():
     assert torch.allclose(scores.per_point, scores.per_sequence / K1)
     iw = importance_log_likelihood(model, guide, x, times, num_particles=300, chunk_size=128)
     assert iw.shape == (B,) and torch.isfinite(iw).all()
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_kalman_smoother_matches_dense_conditioning(masked):
+    model = linear_model(8)
+    times = per_sequence_times(9)
+    x = torch.randn(B, K1, DX, dtype=D64)
+    mask = None
+    if masked:
+        g = torch.Generator().manual_seed(10)
+        mask = torch.rand(B, K1, DX, generator=g) > 0.4
+        mask[:, 0] = True
+    with torch.no_grad():
+        loc, cov = kalman_smoother(model, x, times, mask)
+        dense = DensePosteriorGuide(model, x, times, mask=mask)
+    assert loc.shape == (B, K1, DZ) and cov.shape == (B, K1, DZ, DZ)
+    assert torch.allclose(loc.reshape(B, -1), dense.loc, atol=1e-9)
+    blocks = torch.stack([dense.cov[:, k * DZ:(k + 1) * DZ, k * DZ:(k + 1) * DZ]
+                          for k in range(K1)], 1)
+    assert torch.allclose(cov, blocks, atol=1e-9)

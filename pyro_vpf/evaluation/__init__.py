@@ -10,6 +10,7 @@ from pyro_vpf.evaluation.exact import (
     exact_log_likelihood,
     gaussian_hmm,
     kalman_log_likelihood,
+    kalman_smoother,
     linear_gaussian_parameters,
 )
 from pyro_vpf.evaluation.inference_data import to_inference_data
@@ -31,6 +32,7 @@ __all__ = [
     "importance_log_likelihood",
     "interpolate",
     "kalman_log_likelihood",
+    "kalman_smoother",
     "linear_gaussian_parameters",
     "log_weights",
     "posterior_predictive",

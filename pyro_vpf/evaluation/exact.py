@@ -25,7 +25,7 @@ from pyro.distributions import GaussianHMM, MultivariateNormal
 from pyro_vpf.distributions import ou_transition
 from pyro_vpf.validation import check_sequences
 
-__all__ = ["exact_log_likelihood", "gaussian_hmm", "kalman_log_likelihood",
+__all__ = ["exact_log_likelihood", "gaussian_hmm", "kalman_log_likelihood", "kalman_smoother",
            "linear_gaussian_parameters"]
 
 
@@ -81,17 +81,9 @@ def gaussian_hmm(model, times, num_sequences):
     )
 
 
-def kalman_log_likelihood(model, x, times, mask=None):
-    r"""Kalman filter :math:`\log p(x_{0:K})` per sequence, masks and irregular times allowed.
-
-    Vectorised over sequences; the loop over time steps is the filter's recursion. A missing
-    channel gets a zero row in :math:`C`, a zero residual and unit noise, so it neither
-    updates the state nor changes the likelihood beyond the constant
-    :math:`-\tfrac12\log 2\pi`, which is removed. Covariances use the Joseph form.
-
-    Returns:
-        torch.Tensor: ``(B,)``.
-    """
+def _kalman_filter(model, x, times, mask, keep):
+    """The filter's recursion; returns the log-likelihood ``(B,)`` and, with ``keep``, the
+    filtered and predicted moments and the transition diagonals of every step."""
     params = linear_gaussian_parameters(model)
     x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim,
                                         like=params["init_loc"])
@@ -103,10 +95,12 @@ def kalman_log_likelihood(model, x, times, mask=None):
     m = x.new_zeros(B, Dz)
     P = x.new_zeros(B, Dz, Dz)
     total = x.new_zeros(B)
+    steps = []
     for k in range(x.shape[1]):
         a = matrix[:, k]
         m = loc[:, k] + a * m
         P = a.unsqueeze(-1) * P * a.unsqueeze(-2) + torch.diag_embed(variance[:, k])
+        predicted = (m, P)
         o = observed[:, k].to(x.dtype)  # (B, Dx)
         Ck = C * o.unsqueeze(-1)
         residual = (x[:, k] - (m @ C.T + d)) * o
@@ -118,7 +112,57 @@ def kalman_log_likelihood(model, x, times, mask=None):
         m = m + (gain @ residual.unsqueeze(-1)).squeeze(-1)
         J = eye - gain @ Ck
         P = J @ P @ J.transpose(-1, -2) + gain @ torch.diag_embed(o * r2) @ gain.transpose(-1, -2)
-    return total
+        if keep:
+            steps.append((predicted, (m, P)))
+    return total, steps, matrix
+
+
+def kalman_log_likelihood(model, x, times, mask=None):
+    r"""Kalman filter :math:`\log p(x_{0:K})` per sequence, masks and irregular times allowed.
+
+    Vectorised over sequences; the loop over time steps is the filter's recursion. A missing
+    channel gets a zero row in :math:`C`, a zero residual and unit noise, so it neither
+    updates the state nor changes the likelihood beyond the constant
+    :math:`-\tfrac12\log 2\pi`, which is removed. Covariances use the Joseph form.
+
+    Returns:
+        torch.Tensor: ``(B,)``.
+    """
+    return _kalman_filter(model, x, times, mask, keep=False)[0]
+
+
+def kalman_smoother(model, x, times, mask=None):
+    r"""Exact posterior marginals :math:`p(z_k \mid x_{0:K})` of a linear-Gaussian VPF.
+
+    The Kalman filter of :func:`kalman_log_likelihood` forward, then the
+    Rauch--Tung--Striebel recursion backward: with :math:`A_{k+1}` the exact OU transition
+    of step :math:`k+1`,
+
+    .. math::
+
+        G_k = P_{k|k} A_{k+1}^\top P_{k+1|k}^{-1}, \quad
+        m_{k|K} = m_{k|k} + G_k (m_{k+1|K} - m_{k+1|k}), \quad
+        P_{k|K} = P_{k|k} + G_k (P_{k+1|K} - P_{k+1|k}) G_k^\top.
+
+    Masks, irregular and per-sequence times as for the filter. The reference posterior for
+    the guides (and the exact interpolator of the linear-Gaussian model).
+
+    Returns:
+        tuple: ``(loc, cov)``, ``(B, K+1, Dz)`` and ``(B, K+1, Dz, Dz)``.
+    """
+    _, steps, matrix = _kalman_filter(model, x, times, mask, keep=True)
+    m, P = steps[-1][1]
+    locs, covs = [m], [P]
+    for k in range(len(steps) - 2, -1, -1):
+        (m_pred, P_pred), (m_filt, P_filt) = steps[k + 1][0], steps[k][1]
+        a = matrix[:, k + 1]
+        G = torch.linalg.solve(P_pred, a.unsqueeze(-1) * P_filt).transpose(-1, -2)  # P A^T S^-1
+        m = m_filt + (G @ (m - m_pred).unsqueeze(-1)).squeeze(-1)
+        P = P_filt + G @ (P - P_pred) @ G.transpose(-1, -2)
+        P = 0.5 * (P + P.transpose(-1, -2))
+        locs.append(m)
+        covs.append(P)
+    return torch.stack(locs[::-1], 1), torch.stack(covs[::-1], 1)
 
 
 def exact_log_likelihood(model, x, times, mask=None):

@@ -1,0 +1,163 @@
+"""One model, three guides: ELBO, IW log-likelihood, step time and exact gap for each.
+
+Two problems, the same training budget for every guide (steps, learning-rate schedule,
+particles, widths):
+
+* ``linear``: a linear-Gaussian VPF (identity latent flow, linear Gaussian observations)
+  on 64 simulated sequences of 50 irregular points (``problems.linear_gaussian_problem``),
+  model and guide trained jointly; the exact log p(x) of the trained model (Kalman filter)
+  gives the gap of each guide's ELBO and IW estimate;
+* ``lorenz``: a VPF with flows on stochastic Lorenz sequences, scored on held-out
+  sequences (no exact reference).
+
+Guides: ``AffineGuide`` (independent Gaussian marginals), ``MarkovGuide`` (Gauss-Markov
+path, full transitions and scales) and ``FlowGuide`` (affine marginals through a
+conditional flow). Step time is the median wall time of one SVI step.
+
+    python benchmarks/bench_guides.py             # about 20 minutes on 2 cores
+    python benchmarks/bench_guides.py --quick     # about a minute
+    python benchmarks/bench_guides.py --json out.json
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import pyro
+import torch
+from problems import linear_gaussian_problem
+from pyro_vpf.guides import AffineGuide, FlowGuide, MarkovGuide
+from pyro_vpf.models import VPF
+
+from pyro_vpf.data import stochastic_lorenz
+from pyro_vpf.evaluation import elbo, exact_log_likelihood, importance_log_likelihood
+from pyro_vpf.infer import fit
+
+GUIDES = {
+    "affine": lambda dx, dz, h: AffineGuide(dx, dz, hidden_dim=h),
+    "markov": lambda dx, dz, h: MarkovGuide(dx, dz, hidden_dim=h),
+    "flow": lambda dx, dz, h: FlowGuide(dx, dz, hidden_dim=h, num_flow_layers=4),
+}
+
+
+def train(model, guide, x, times, mask, args, steps, batch_size=None):
+    history = fit(model, guide, x, times, mask, num_steps=steps, lr=args.lr,
+                  lr_decay=args.final_lr_factor ** (1 / max(steps, 1)),
+                  num_particles=args.train_particles, batch_size=batch_size, progress=False)
+    return statistics.median(history.step_seconds), sum(history.step_seconds)
+
+
+def score(model, guide, x, times, mask, particles):
+    points = x.shape[0] * x.shape[1] if mask is None else int(mask.sum())
+    lower = float(elbo(model, guide, x, times, mask, num_particles=particles)
+                  .per_sequence.sum()) / points
+    iw = float(importance_log_likelihood(model, guide, x, times, mask,
+                                         num_particles=particles).sum()) / points
+    return lower, iw
+
+
+def linear_rows(args):
+    x, times, _ = linear_gaussian_problem(args.sequences, args.points, args.seed)
+    rows = []
+    for name, build in GUIDES.items():
+        pyro.clear_param_store()
+        pyro.set_rng_seed(args.seed)
+        model = VPF(3, 2, num_flow_layers=0, observation="linear_gaussian")
+        guide = build(3, 2, args.hidden_dim)
+        step, total = train(model, guide, x, times, None, args, args.steps)
+        with torch.no_grad():
+            exact = float(exact_log_likelihood(model, x, times).sum()) / x[..., 0].numel()
+        lower, iw = score(model, guide, x, times, None, args.particles)
+        rows.append({"problem": "linear", "guide": name, "elbo": lower, "iw": iw,
+                     "exact": exact, "elbo_gap": (exact - lower) / abs(exact),
+                     "iw_gap": (exact - iw) / abs(exact), "step_ms": 1e3 * step,
+                     "train_s": total})
+        print(f"  linear / {name}: done in {total:.0f} s", flush=True)
+    return rows
+
+
+def lorenz_rows(args):
+    train_set, test = stochastic_lorenz(args.lorenz_sequences, 41, seed=args.seed)
+    rows = []
+    for name, build in GUIDES.items():
+        pyro.clear_param_store()
+        pyro.set_rng_seed(args.seed)
+        model = VPF(3, 4, hidden_dim=args.hidden_dim, num_flow_layers=4, num_obs_flow_layers=4)
+        guide = build(3, 4, args.hidden_dim)
+        step, total = train(model, guide, train_set.x, train_set.times, None, args,
+                            args.lorenz_steps, batch_size=args.batch_size)
+        lower, iw = score(model, guide, test.x, test.times, None, args.particles)
+        rows.append({"problem": "lorenz", "guide": name, "elbo": lower, "iw": iw,
+                     "exact": None, "elbo_gap": None, "iw_gap": None, "step_ms": 1e3 * step,
+                     "train_s": total})
+        print(f"  lorenz / {name}: done in {total:.0f} s", flush=True)
+    return rows
+
+
+def print_table(rows, args):
+    print(f"\nnats per time point; {args.particles} particles for ELBO and IW; linear: "
+          f"{args.steps} steps, lorenz: {args.lorenz_steps} steps (batch {args.batch_size}); "
+          f"lr {args.lr} decaying to x{args.final_lr_factor}, {args.train_particles} "
+          "training particles")
+    head = (f"{'problem':<8}{'guide':<8}{'ELBO':>9}{'IW':>9}{'exact':>9}{'ELBO gap':>10}"
+            f"{'IW gap':>9}{'step ms':>9}{'vs affine':>10}")
+    print(head)
+    print("-" * len(head))
+    affine = {r["problem"]: r["step_ms"] for r in rows if r["guide"] == "affine"}
+    for r in rows:
+        def cell(v, fmt, width):
+            return f"{'-':>{width}}" if v is None else f"{v:>{width}{fmt}}"
+        print(f"{r['problem']:<8}{r['guide']:<8}{r['elbo']:>9.4f}{r['iw']:>9.4f}"
+              f"{cell(r['exact'], '.4f', 9)}{cell(r['elbo_gap'], '.2%', 10)}"
+              f"{cell(r['iw_gap'], '.2%', 9)}{r['step_ms']:>9.1f}"
+              f"{r['step_ms'] / affine[r['problem']]:>10.2f}")
+    print("gaps are (exact - estimate) / |exact| of the trained model; 'vs affine' is the "
+          "step-time ratio measured in this run")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, few particles")
+    parser.add_argument("--problems", nargs="+", default=["linear", "lorenz"],
+                        choices=["linear", "lorenz"])
+    parser.add_argument("--steps", type=int, default=None, help="linear problem (4000)")
+    parser.add_argument("--lorenz-steps", type=int, default=None, help="(1000)")
+    parser.add_argument("--sequences", type=int, default=64)
+    parser.add_argument("--points", type=int, default=50)
+    parser.add_argument("--lorenz-sequences", type=int, default=320)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--hidden-dim", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--final-lr-factor", type=float, default=0.03,
+                        help="the learning rate decays geometrically to lr x this")
+    parser.add_argument("--train-particles", type=int, default=4)
+    parser.add_argument("--particles", type=int, default=None, help="for scoring (1000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    args.steps = args.steps or (150 if args.quick else 4000)
+    args.lorenz_steps = args.lorenz_steps or (30 if args.quick else 1000)
+    args.particles = args.particles or (50 if args.quick else 1000)
+    if args.quick:
+        args.sequences, args.points, args.lorenz_sequences = 16, 20, 40
+        args.batch_size, args.hidden_dim = 16, 16
+
+    start = time.perf_counter()
+    rows = []
+    if "linear" in args.problems:
+        rows += linear_rows(args)
+    if "lorenz" in args.problems:
+        rows += lorenz_rows(args)
+    print_table(rows, args)
+    print(f"total {time.perf_counter() - start:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "args": vars(args), "torch": torch.__version__,
+                       "python": platform.python_version()}, f, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
