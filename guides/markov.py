@@ -15,6 +15,16 @@ from pyro_vpf.validation import check_query_times, check_sequences
 __all__ = ["MarkovGuide"]
 
 
+def _local_window(x, mask):
+    """``[x, mask]`` at steps ``k-1, k, k+1`` (zeros beyond the ends), ``(B, K+1, 6 Dx)``."""
+    observed = torch.ones_like(x) if mask is None else mask.to(x.dtype)
+    here = torch.cat([x * observed, observed], -1)
+    pad = torch.zeros_like(here[:, :1])
+    before = torch.cat([pad, here[:, :-1]], 1)
+    after = torch.cat([here[:, 1:], pad], 1)
+    return torch.cat([before, here, after], -1)
+
+
 class MarkovGuide(nn.Module):
     r"""Guide :math:`q(z_0)\prod_k q(z_k \mid z_{k-1})` with Gaussian, affine transitions.
 
@@ -25,7 +35,11 @@ class MarkovGuide(nn.Module):
 
     with :math:`A_k, b_k, L_k` computed from a bidirectional GRU over the whole sequence
     (so :math:`q` sees the future), from the contexts of steps :math:`k-1` and :math:`k`
-    and the time step. The path is a :class:`~pyro_vpf.distributions.GaussMarkovPath`
+    and the time step. The means :math:`m_0` and :math:`b_k` also get a linear term in the
+    (masked) observations at :math:`t_{k-1}, t_k, t_{k+1}`: for a linear-Gaussian model the
+    exact posterior mean is linear in the data and dominated by the nearby observations,
+    and a linear path represents it precisely where a saturating recurrent encoder only
+    approximates it. The path is a :class:`~pyro_vpf.distributions.GaussMarkovPath`
     (parallel-scan sampling, exact log-density). With full :math:`A_k, L_k` (the default)
     the family contains the exact posterior of the linear-Gaussian VPF.
 
@@ -56,6 +70,9 @@ class MarkovGuide(nn.Module):
         self.step_head = nn.Sequential(
             nn.Linear(2 * hidden_dim + 1, hidden_dim), nn.SiLU(),
             nn.Linear(hidden_dim, self._n_transition + D + self._n_scale))
+        self.skip = nn.Linear(6 * obs_dim, D)  # [x, mask] at t_{k-1}, t_k, t_{k+1} -> b_k
+        nn.init.zeros_(self.skip.weight)
+        nn.init.zeros_(self.skip.bias)
         self.register_buffer("_tril", torch.tril_indices(D, D), persistent=False)
 
     def _scale_tril(self, raw):
@@ -71,13 +88,14 @@ class MarkovGuide(nn.Module):
         """``(m0, L0, A, b, L)`` of :math:`q` for the sequences ``x`` (no validation)."""
         D = self.latent_dim
         steps, summary = self.encoder(x, times, mask)
+        local = self.skip(_local_window(x, mask))  # (B, K+1, D)
         initial = self.initial_head(torch.cat([steps[:, 0], summary], -1))
-        m0, L0 = initial[..., :D], self._scale_tril(initial[..., D:])
+        m0, L0 = initial[..., :D] + local[:, 0], self._scale_tril(initial[..., D:])
         dtau = normalised_time(times).diff(dim=-1).expand(x.shape[0], -1).unsqueeze(-1)
         out = self.step_head(torch.cat([steps[:, :-1], steps[:, 1:], dtau], -1))
         raw_A, b, raw_L = out.split([self._n_transition, D, self._n_scale], dim=-1)
         A = raw_A.unflatten(-1, (D, D)) if self.full_transition else torch.diag_embed(raw_A)
-        return m0, L0, A, b, self._scale_tril(raw_L)
+        return m0, L0, A, b + local[:, 1:], self._scale_tril(raw_L)
 
     def marginal(self, x, times, query_times, mask=None):
         r"""The posterior marginal :math:`q(z(t) \mid x)` at ``query_times``, batch shape
