@@ -37,6 +37,8 @@ class AffineGuide(nn.Module):
         min_scale (float): floor of :math:`s(t)`.
     """
 
+    continuous_time = True  # marginal() takes any time
+
     def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, window=8, min_scale=1e-4):
         super().__init__()
         self.obs_dim, self.latent_dim = obs_dim, latent_dim

@@ -49,6 +49,8 @@ class FlowGuide(nn.Module):
         min_scale (float): floor of :math:`s(t)`.
     """
 
+    continuous_time = True  # marginal() takes any time
+
     def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, window=8, num_flow_layers=4,
                  flow_hidden_dim=None, log_scale_bound=3.0, min_scale=1e-4):
         super().__init__()

@@ -31,6 +31,8 @@ def _add_train_arguments(parser):
         default = defaults[name]
         parser.add_argument(f"--{flag.replace('_', '-')}", dest=name, type=type(default),
                             default=None, help=f"default {default}")
+    parser.add_argument("--guide", dest="guide", choices=["affine", "markov", "flow"],
+                        default=None, help=f"posterior family (default {defaults['guide']})")
     parser.add_argument("--irregular", action="store_true",
                         help="per-sequence irregular observation times")
     parser.add_argument("--device", default=_DEVICE)
@@ -47,6 +49,8 @@ def _config(args):
     overrides["device"] = args.device
     if args.irregular:
         overrides["irregular"] = True
+    if args.guide is not None:
+        overrides["guide"] = args.guide
     return TrainConfig.fast(**overrides) if args.fast else TrainConfig(**overrides)
 
 

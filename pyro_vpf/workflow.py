@@ -36,6 +36,7 @@ class TrainConfig:
     num_flow_layers: int = 4
     num_obs_flow_layers: int = 4
     conditioner_layers: int = 1
+    guide: str = "affine"
     # optimisation
     num_steps: int = 1000
     batch_size: int = 128
@@ -81,14 +82,19 @@ def load_data(config):
 
 
 def build(config, obs_dim):
-    """A fresh ``(VPF, AffineGuide)`` pair for ``config`` on its device."""
-    from pyro_vpf.guides import AffineGuide
+    """A fresh ``(VPF, guide)`` pair for ``config`` on its device; ``config.guide`` is
+    ``"affine"``, ``"markov"`` or ``"flow"``."""
+    from pyro_vpf.guides import AffineGuide, FlowGuide, MarkovGuide
     from pyro_vpf.models import VPF
+
+    guides = {"affine": AffineGuide, "markov": MarkovGuide, "flow": FlowGuide}
+    if config.guide not in guides:
+        raise ValueError(f"guide must be one of {sorted(guides)}, got {config.guide!r}")
 
     model = VPF(obs_dim, config.latent_dim, config.hidden_dim, config.num_flow_layers,
                 config.num_obs_flow_layers, time_scale=config.t_end,
                 conditioner_layers=config.conditioner_layers)
-    guide = AffineGuide(obs_dim, config.latent_dim, config.hidden_dim)
+    guide = guides[config.guide](obs_dim, config.latent_dim, config.hidden_dim)
     return model.to(config.device), guide.to(config.device)
 
 
@@ -122,7 +128,7 @@ def load_run(out_dir, device=None):
 
 
 def train(config, out_dir, resume=False, progress=True):
-    """Fit the VPF with the affine guide; write the checkpoint, figures and summary.
+    """Fit the VPF with the configured guide; write the checkpoint, figures and summary.
 
     Returns:
         dict: the summary (also written to ``summary.json``).
@@ -345,9 +351,10 @@ def _reconstruction_figure(model, guide, data, path, num_sequences=3, num_draws=
     unit = torch.linspace(0, 1, 201, device=x.device, dtype=x.dtype)
     query = t0.unsqueeze(-1) + (t1 - t0).unsqueeze(-1) * unit if times.dim() == 2 else (
         t0 + (t1 - t0) * unit)
+    if not guide.continuous_time:  # a guide defined at the observation times only
+        query = times
     with torch.no_grad():
-        loc, scale = guide.posterior(x, times, query, mask)
-        z = torch.distributions.Normal(loc, scale).sample((num_draws,))
+        z = guide.marginal(x, times, query, mask).sample((num_draws,))
         draws = model.observation_distribution(z).sample()  # (S, n, Q, Dx)
     draws, observed = data.unstandardise(draws).cpu(), data.unstandardise(x).cpu()
     n, dims = x.shape[0], x.shape[-1]

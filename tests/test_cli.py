@@ -48,6 +48,18 @@ def test_train_sample_evaluate_end_to_end(tmp_path, capsys):
         assert (tmp_path / "run" / name).stat().st_size > 0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("guide", ["markov", "flow"])
+def test_train_and_evaluate_with_another_guide(tmp_path, guide):
+    out = str(tmp_path / "run")
+    assert main(["train", "--fast", "--guide", guide, "--out-dir", out, "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["guide"] == guide
+    assert (tmp_path / "run" / "reconstruction.png").stat().st_size > 0
+    assert main(["evaluate", "--out-dir", out]) == 0
+    evaluation = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert isinstance(evaluation["forecast_coverage_90"], float)
+
+
 def test_sample_without_a_run_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="train"):
         main(["sample", "--out-dir", str(tmp_path)])

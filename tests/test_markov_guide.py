@@ -34,9 +34,9 @@ def test_sites_shapes_and_gradients(full):
 
 
 def test_markov_family_reaches_the_exact_likelihood_where_affine_cannot():
-    # On a linear-Gaussian VPF, fit only the guide (the model is held fixed by blocking its
-    # parameters); the Gauss-Markov family contains p(z | x), so its ELBO must come close to
-    # log p(x) (the exact posterior reaches it: see test_evaluation).
+    # On a linear-Gaussian VPF, fit only the guide (the model's parameters are frozen); the
+    # Gauss-Markov family contains p(z | x), so its ELBO must come close to log p(x) (the
+    # exact posterior reaches it: see test_evaluation).
     pyro.set_rng_seed(0)
     torch.manual_seed(0)
     model = VPF(DX, DZ, num_flow_layers=0, observation="linear_gaussian")
@@ -45,9 +45,7 @@ def test_markov_family_reaches_the_exact_likelihood_where_affine_cannot():
         x = model.observation_distribution(model.prior.sample(times, 16)).sample()
     with torch.no_grad():
         exact = exact_log_likelihood(model, x, times)
-    frozen = poutine.block(model, hide_types=["param"])
-    frozen.obs_dim = model.obs_dim
-    frozen.parameters = model.parameters
+    model.requires_grad_(False).eval()  # the model stays fixed: only the guide learns
     guide = MarkovGuide(DX, DZ, hidden_dim=32)
 
     def relative_gap():
@@ -55,8 +53,8 @@ def test_markov_family_reaches_the_exact_likelihood_where_affine_cannot():
         return float((exact - reached).sum() / exact.abs().sum())
 
     untrained = relative_gap()
-    fit(frozen, guide, x, times, num_steps=600, lr=3e-3, num_particles=4, progress=False)
+    fit(model, guide, x, times, num_steps=600, lr=3e-3, num_particles=4, progress=False)
     trained = relative_gap()
-    # measured: about 1-3 % after 500-2000 steps at this learning rate (the guides issue asks
-    # for 0.5 % with a full training schedule); here, a fifth of the untrained gap and < 5 %
+    # a short run: a fifth of the untrained gap and < 5 % (benchmarks/bench_guides.py trains
+    # to convergence and reports the remaining gap)
     assert 0 <= trained < 0.05 and trained < 0.2 * untrained, (untrained, trained)

@@ -43,7 +43,7 @@ def test_coverage_is_calibrated_with_the_exact_posterior():
     # guide is the exact posterior given the kept entries. The predictive intervals are then
     # exact, and the empirical coverage of ~2 000 held-out entries has a binomial standard
     # error of ~0.007 at 90 % (entries within a sequence are correlated, so a few times
-    # that): the band 0.85-0.95 is about 7 standard errors wide. Seeded.
+    # that): the required band 0.85-0.95 is about 7 standard errors wide. Seeded.
     pyro.set_rng_seed(0)
     torch.manual_seed(0)
     model = VPF(3, 2, hidden_dim=8, num_flow_layers=0, observation="linear_gaussian").double()
