@@ -122,7 +122,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="short runs, few particles")
     parser.add_argument("--problems", nargs="+", default=["linear", "lorenz"],
                         choices=["linear", "lorenz"])
-    parser.add_argument("--steps", type=int, default=None, help="linear problem (4000)")
+    parser.add_argument("--steps", type=int, default=None, help="linear problem (3000)")
     parser.add_argument("--lorenz-steps", type=int, default=None, help="(1000)")
     parser.add_argument("--sequences", type=int, default=64)
     parser.add_argument("--points", type=int, default=50)
@@ -137,7 +137,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
-    args.steps = args.steps or (150 if args.quick else 4000)
+    args.steps = args.steps or (150 if args.quick else 3000)
     args.lorenz_steps = args.lorenz_steps or (30 if args.quick else 1000)
     args.particles = args.particles or (50 if args.quick else 1000)
     if args.quick:

@@ -75,3 +75,19 @@ def test_sampling_benchmark_runs_and_writes_json(tmp_path):
     record = json.loads(out.read_text())
     assert [r["points"] for r in record["rows"]] == [11, 101]
     assert all(r["loop"] > 0 and r["scan"] > 0 for r in record["rows"])
+
+
+@pytest.mark.slow
+def test_guides_benchmark_runs_and_writes_json(tmp_path):
+    out = tmp_path / "guides.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_guides.py"), "--quick",
+           "--steps", "5", "--lorenz-steps", "3", "--particles", "4", "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["problem"], r["guide"]) for r in rows] == [
+        (p, g) for p in ("linear", "lorenz") for g in ("affine", "markov", "flow")]
+    for r in rows:
+        assert r["elbo"] <= r["iw"] + 1.0 and r["step_ms"] > 0
+        if r["problem"] == "linear":
+            assert r["elbo"] < r["exact"]
