@@ -34,19 +34,14 @@ class FlowGuide(nn.Module):
     guide. Because :math:`m, s` are functions of continuous time, :meth:`marginal` gives
     :math:`q(z(t) \mid x)` at any time.
 
-    Same call signature and sites as the other guides: ``guide(x, times, mask=None)``
-    samples ``"z0"`` (event ``(Dz,)``) and ``"z"`` (event ``(K, Dz)``) in the plate over
-    sequences.
+    Same call signature and sites as the other guides.
 
     Args:
-        obs_dim (int): :math:`D_x`.
-        latent_dim (int): :math:`D_z`.
-        hidden_dim (int): encoder and head width.
-        window (int): grid points the attention pools over for each query.
+        obs_dim, latent_dim, hidden_dim, window, min_scale: as for
+            :class:`~pyro_vpf.guides.AffineGuide`.
         num_flow_layers (int): coupling layers of :math:`h`.
         flow_hidden_dim (int): width of their conditioners (default ``hidden_dim``).
         log_scale_bound (float): soft bound of each coupling's log-scale.
-        min_scale (float): floor of :math:`s(t)`.
     """
 
     continuous_time = True  # marginal() takes any time
