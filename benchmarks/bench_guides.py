@@ -102,14 +102,19 @@ def free_markov_gap(model, guide, x, times, args):
     return (exact - lower) / abs(exact)
 
 
+def _selected_guides(args):
+    """The chosen guides in order, each after a fresh param store and the same seed."""
+    for name, build in GUIDES.items():
+        if name in args.guides:
+            pyro.clear_param_store()
+            pyro.set_rng_seed(args.seed)
+            yield name, build
+
+
 def linear_rows(args):
     x, times, _ = linear_gaussian_problem(args.sequences, args.points, args.seed)
     rows = []
-    for name, build in GUIDES.items():
-        if name not in args.guides:
-            continue
-        pyro.clear_param_store()
-        pyro.set_rng_seed(args.seed)
+    for name, build in _selected_guides(args):
         model = VPF(3, 2, num_flow_layers=0, observation="linear_gaussian")
         guide = build(3, 2, args.hidden_dim)
         step, total = train(model, guide, x, times, None, args, args.steps)
@@ -129,11 +134,7 @@ def linear_rows(args):
 def lorenz_rows(args):
     train_set, test = stochastic_lorenz(args.lorenz_sequences, 41, seed=args.seed)
     rows = []
-    for name, build in GUIDES.items():
-        if name not in args.guides:
-            continue
-        pyro.clear_param_store()
-        pyro.set_rng_seed(args.seed)
+    for name, build in _selected_guides(args):
         model = VPF(3, 4, hidden_dim=args.hidden_dim, num_flow_layers=4, num_obs_flow_layers=4)
         guide = build(3, 4, args.hidden_dim)
         step, total = train(model, guide, train_set.x, train_set.times, None, args,
