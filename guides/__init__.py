@@ -11,4 +11,7 @@ from pyro_vpf.guides.affine import AffineGuide
 from pyro_vpf.guides.flow import FlowGuide
 from pyro_vpf.guides.markov import MarkovGuide
 
-__all__ = ["AffineGuide", "FlowGuide", "MarkovGuide"]
+#: The guides by the names the CLI and the training configuration use.
+GUIDES = {"affine": AffineGuide, "markov": MarkovGuide, "flow": FlowGuide}
+
+__all__ = ["GUIDES", "AffineGuide", "FlowGuide", "MarkovGuide"]

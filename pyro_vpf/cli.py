@@ -24,6 +24,7 @@ _TRAIN_FLAGS = {
 
 
 def _add_train_arguments(parser):
+    from pyro_vpf.guides import GUIDES
     from pyro_vpf.workflow import TrainConfig
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
@@ -31,7 +32,7 @@ def _add_train_arguments(parser):
         default = defaults[name]
         parser.add_argument(f"--{flag.replace('_', '-')}", dest=name, type=type(default),
                             default=None, help=f"default {default}")
-    parser.add_argument("--guide", dest="guide", choices=["affine", "markov", "flow"],
+    parser.add_argument("--guide", dest="guide", choices=list(GUIDES),
                         default=None, help=f"posterior family (default {defaults['guide']})")
     parser.add_argument("--irregular", action="store_true",
                         help="per-sequence irregular observation times")

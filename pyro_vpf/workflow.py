@@ -84,17 +84,16 @@ def load_data(config):
 def build(config, obs_dim):
     """A fresh ``(VPF, guide)`` pair for ``config`` on its device; ``config.guide`` is
     ``"affine"``, ``"markov"`` or ``"flow"``."""
-    from pyro_vpf.guides import AffineGuide, FlowGuide, MarkovGuide
+    from pyro_vpf.guides import GUIDES
     from pyro_vpf.models import VPF
 
-    guides = {"affine": AffineGuide, "markov": MarkovGuide, "flow": FlowGuide}
-    if config.guide not in guides:
-        raise ValueError(f"guide must be one of {sorted(guides)}, got {config.guide!r}")
+    if config.guide not in GUIDES:
+        raise ValueError(f"guide must be one of {sorted(GUIDES)}, got {config.guide!r}")
 
     model = VPF(obs_dim, config.latent_dim, config.hidden_dim, config.num_flow_layers,
                 config.num_obs_flow_layers, time_scale=config.t_end,
                 conditioner_layers=config.conditioner_layers)
-    guide = guides[config.guide](obs_dim, config.latent_dim, config.hidden_dim)
+    guide = GUIDES[config.guide](obs_dim, config.latent_dim, config.hidden_dim)
     return model.to(config.device), guide.to(config.device)
 
 
