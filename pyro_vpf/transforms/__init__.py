@@ -6,6 +6,7 @@ from pyro_vpf.transforms.coupling import (
     ContextAffineCouplingTransform,
     context_affine_coupling,
 )
+from pyro_vpf.transforms.coupling_flow import CouplingFlow
 from pyro_vpf.transforms.observation_flow import (
     ConditionalObservationFlow,
     conditional_observation_flow,
@@ -17,6 +18,7 @@ __all__ = [
     "ConditionalFlow",
     "ConditionalObservationFlow",
     "ContextAffineCoupling",
+    "CouplingFlow",
     "ContextAffineCouplingTransform",
     "FourierTimeEmbedding",
     "TimeConditionedFlow",

@@ -39,7 +39,9 @@ class ContextAffineCoupling(ConditionalTransformModule):
 
     Args:
         dim (int): size of the last dimension of the input.
-        context_dim (int): size of the context's last dimension.
+        context_dim (int): size of the context's last dimension; 0 for an unconditional
+            layer (the context term of the first layer is then a learned bias, and
+            ``condition(None)`` gives the transform).
         hidden_dim (int): width of the conditioner's two hidden layers.
         event_dim (int): 1 for vector events, 2 for path events ``(K, dim)``.
         split_dim (int): coordinates passed through unchanged; default ``dim // 2``.
@@ -69,8 +71,14 @@ class ContextAffineCoupling(ConditionalTransformModule):
         self.reverse = bool(reverse)
         self.log_scale_bound = float(log_scale_bound)
         out_dim = dim - split_dim
+        if context_dim < 0:
+            raise ValueError(f"context_dim must be >= 0, got {context_dim}")
         self.input_layer = nn.Linear(split_dim, hidden_dim, bias=False) if split_dim else None
-        self.context_layer = nn.Linear(context_dim, hidden_dim)
+        if context_dim:
+            self.context_layer, self.context_bias = nn.Linear(context_dim, hidden_dim), None
+        else:
+            self.context_layer = None
+            self.context_bias = nn.Parameter(torch.zeros(hidden_dim))
         if hidden_layers < 1:
             raise ValueError(f"hidden_layers must be >= 1, got {hidden_layers}")
         self.hidden = nn.ModuleList(
@@ -84,9 +92,14 @@ class ContextAffineCoupling(ConditionalTransformModule):
             self.output_layer.bias.zero_()
 
     def condition(self, context):
-        if context.shape[-1:] != (self.context_dim,):
+        if self.context_layer is None:
+            if context is not None:
+                raise ValueError("this coupling is unconditional (context_dim=0): pass None")
+            return ContextAffineCouplingTransform(self, self.context_bias)
+        if not isinstance(context, torch.Tensor) or context.shape[-1:] != (self.context_dim,):
             raise ValueError(
-                f"context must have shape (..., {self.context_dim}), got {tuple(context.shape)}"
+                f"context must have shape (..., {self.context_dim}), got "
+                f"{tuple(context.shape) if isinstance(context, torch.Tensor) else context!r}"
             )
         return ContextAffineCouplingTransform(self, self.context_layer(context))
 
