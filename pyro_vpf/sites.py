@@ -10,3 +10,7 @@ Z = "z"
 X = "x"
 
 LATENT_SITES = (Z0, Z)
+
+#: Plate over the data points of a static model (dim -1); subsampled for minibatches. Its
+#: latent site is ``"z"`` (event ``(Dz,)``) and its observed site ``"x"`` (event ``(D,)``).
+DATA = "data"

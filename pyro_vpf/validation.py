@@ -2,7 +2,13 @@
 
 import torch
 
-__all__ = ["check_query_times", "check_sequences", "check_times"]
+__all__ = [
+    "check_program_data",
+    "check_query_times",
+    "check_sequences",
+    "check_times",
+    "check_vectors",
+]
 
 
 def check_times(times, like, name="times"):
@@ -91,3 +97,45 @@ def check_query_times(query_times, num_sequences, like, name="query_times"):
                          f"{query_times.dtype} on {query_times.device}")
     if not torch.isfinite(query_times).all():
         raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def check_vectors(x, dim, like, name="x"):
+    """Raise ``ValueError`` unless ``x`` is a finite ``(N, dim)`` tensor with ``like``'s dtype
+    and device (data points of a static model); return it."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor, got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[1] != dim or x.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (N, {dim}), got {tuple(x.shape)}")
+    if x.dtype != like.dtype or x.device != like.device:
+        raise ValueError(f"{name} has dtype {x.dtype} on {x.device}; the model expects "
+                         f"{like.dtype} on {like.device}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def check_program_data(model, x, times=None, mask=None):
+    """The arguments to call ``model`` (and its guide) with, for sequence or static models.
+
+    Sequence models (with ``obs_dim``) take ``(x, times, mask)``; static models (with
+    ``data_dim``, e.g. :class:`~pyro_vpf.models.FlowVAE`) take ``(x,)`` and no times.
+
+    Returns:
+        tuple: ``(args, num_items, points)``, with ``points`` ``(N,)`` the observed time
+        points of each sequence (1 per data point of a static model).
+    """
+    like = next(model.parameters())
+    if hasattr(model, "data_dim"):
+        if times is not None or mask is not None:
+            raise ValueError(f"{type(model).__name__} models unordered data points: "
+                             "pass times=None and mask=None")
+        x = check_vectors(x, model.data_dim, like)
+        return (x,), x.shape[0], torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    if times is None:
+        raise ValueError(f"times is required: {type(model).__name__} models sequences")
+    x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
+    if mask is None:
+        points = torch.full((B,), float(x.shape[1]), dtype=x.dtype, device=x.device)
+    else:
+        points = mask.all(-1).sum(-1).to(x.dtype)
+    return (x, times, mask), B, points

@@ -7,7 +7,7 @@ import pyro
 import torch
 from pyro import poutine
 
-from pyro_vpf.validation import check_sequences
+from pyro_vpf.validation import check_program_data
 
 __all__ = ["SequenceScores", "elbo", "importance_log_likelihood", "log_weights"]
 
@@ -20,18 +20,17 @@ class SequenceScores(NamedTuple):
 
 
 @torch.no_grad()
-def log_weights(model, guide, x, times, mask=None, num_particles=100):
+def log_weights(model, guide, x, times=None, mask=None, num_particles=100):
     r"""Importance log-weights :math:`\log p(x, z_i) - \log q(z_i \mid x)`, shape ``(P, B)``.
 
-    The guide draws ``num_particles`` paths per sequence at once (an outer plate at dim -2)
-    and the model is replayed on them; every site's log-density is kept per sequence.
+    The guide draws ``num_particles`` latents per sequence (or data point, for a static model
+    called without ``times``) at once, in an outer plate at dim -2, and the model is replayed
+    on them; every site's log-density is kept per sequence.
     """
-    like = next(model.parameters())
-    x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
+    args, B, _ = check_program_data(model, x, times, mask)
     with pyro.plate("particles", num_particles, dim=-2):
-        guide_trace = poutine.trace(guide).get_trace(x, times, mask)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            x, times, mask)
+        guide_trace = poutine.trace(guide).get_trace(*args)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
     guide_trace.compute_log_prob()
     model_trace.compute_log_prob()
     log_p = _expand(model_trace, num_particles, B)
@@ -49,13 +48,7 @@ def _expand(trace, P, B):
     return total
 
 
-def _points(x, mask):
-    if mask is None:
-        return torch.full(x.shape[:1], float(x.shape[1]), dtype=x.dtype, device=x.device)
-    return mask.all(-1).sum(-1).to(x.dtype) if mask.dim() == 3 else mask.sum(-1).to(x.dtype)
-
-
-def elbo(model, guide, x, times, mask=None, num_particles=100, chunk_size=100):
+def elbo(model, guide, x, times=None, mask=None, num_particles=100, chunk_size=100):
     r"""ELBO per sequence, :math:`E_q[\log p(x, z) - \log q(z \mid x)]`, by Monte Carlo.
 
     Returns:
@@ -65,10 +58,10 @@ def elbo(model, guide, x, times, mask=None, num_particles=100, chunk_size=100):
     for n in _chunks(num_particles, chunk_size):
         total = total + log_weights(model, guide, x, times, mask, n).sum(0)
     per_sequence = total / num_particles
-    return SequenceScores(per_sequence, per_sequence / _points(x, mask))
+    return SequenceScores(per_sequence, per_sequence / check_program_data(model, x, times, mask)[2])
 
 
-def importance_log_likelihood(model, guide, x, times, mask=None, num_particles=1000,
+def importance_log_likelihood(model, guide, x, times=None, mask=None, num_particles=1000,
                               chunk_size=100):
     r"""Importance-weighted estimate of :math:`\log p(x)` per sequence, ``(B,)``.
 

@@ -13,7 +13,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.elbo import ELBO
 from tqdm.auto import tqdm
 
-from pyro_vpf.validation import check_sequences
+from pyro_vpf.validation import check_program_data
 
 __all__ = ["FitHistory", "fit", "load_checkpoint", "save_checkpoint"]
 
@@ -116,29 +116,33 @@ def _make_elbo(elbo, num_particles, vectorize_particles):
                         max_plate_nesting=1)
 
 
-def fit(model, guide, x, times, mask=None, *, num_steps=1000, batch_size=None, lr=1e-3,
+def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=None, lr=1e-3,
         num_particles=1, vectorize_particles=True, elbo="trace", clip_norm=10.0, lr_decay=1.0,
-        kl_anneal_steps=0, kl_start=0.1, checkpoint_path=None, checkpoint_every=None,
+        beta=1.0, kl_anneal_steps=0, kl_start=0.1, checkpoint_path=None, checkpoint_every=None,
         resume=None, progress=True, callback=None):
     r"""Fit ``model`` and ``guide`` to sequences with SVI; no hand-written loss.
 
     Each step is one ``SVI.step`` of ``pyro.infer.Trace_ELBO`` (or
     ``TraceMeanField_ELBO``) with ``pyro.optim.ClippedAdam``, on ``batch_size`` sequences
     drawn by the model's plate (which rescales the likelihood, so the loss estimates the
-    whole data set). With ``kl_anneal_steps > 0``, the latent sites are scaled by
-    :math:`\beta` rising linearly from ``kl_start`` to 1 (``poutine.scale`` inside the
-    programs), i.e. the objective :math:`E_q[\log p(x|z)] - \beta\,\mathrm{KL}`.
+    whole data set). The latent sites are scaled by :math:`\beta` (``poutine.scale`` inside
+    the programs, through their ``kl_weight`` argument), i.e. the objective
+    :math:`E_q[\log p(x|z)] - \beta\,\mathrm{KL}`; with ``kl_anneal_steps > 0``,
+    :math:`\beta` rises linearly from ``kl_start`` to ``beta``.
 
     Args:
         model, guide: programs with signature ``(x, times, mask=None, *, batch_size,
-            kl_weight)``.
-        x (torch.Tensor): ``(B, K+1, Dx)``.
-        times (torch.Tensor): ``(K+1,)`` or ``(B, K+1)``.
+            kl_weight)`` (sequence models), or ``(x, *, batch_size, kl_weight)`` for static
+            models such as :class:`~pyro_vpf.models.FlowVAE` (then leave ``times`` and
+            ``mask`` out).
+        x (torch.Tensor): ``(B, K+1, Dx)`` sequences, or ``(N, D)`` data points.
+        times (torch.Tensor): ``(K+1,)`` or ``(B, K+1)``; ``None`` for static models.
         mask (torch.Tensor): ``None``, ``(B, K+1)`` or ``(B, K+1, Dx)`` bool.
         num_steps (int): total steps (a resumed run continues up to this number).
         batch_size (int): sequences per step (default: all).
         lr (float): Adam learning rate; ``lr_decay`` its per-step decay factor.
         num_particles (int): ELBO particles, vectorised by default.
+        beta (float): the final KL weight (1: the ELBO; other values: a beta-VAE objective).
         elbo (str or ELBO): ``"trace"``, ``"meanfield"`` or an ELBO instance.
         clip_norm (float): gradient clipping of ClippedAdam.
         checkpoint_path (str): where checkpoints go; ``checkpoint_every`` steps between them
@@ -156,7 +160,7 @@ def fit(model, guide, x, times, mask=None, *, num_steps=1000, batch_size=None, l
             disk is left as it was (the last good state).
     """
     like = next(model.parameters())
-    x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
+    args, B, points = check_program_data(model, x, times, mask)
     if batch_size is not None and not 1 <= batch_size <= B:
         raise ValueError(f"batch_size must lie in [1, {B}], got {batch_size}")
     if num_steps < 0 or num_particles < 1:
@@ -164,13 +168,16 @@ def fit(model, guide, x, times, mask=None, *, num_steps=1000, batch_size=None, l
     if checkpoint_every is not None and checkpoint_path is None:
         raise ValueError("checkpoint_every needs a checkpoint_path")
     batch_size = None if batch_size == B else batch_size
-    observed_points = B * x.shape[1] if mask is None else int(mask.all(-1).sum())
+    if not beta > 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    observed_points = float(points.sum())
 
     optimizer = pyro.optim.ClippedAdam({"lr": lr, "clip_norm": clip_norm, "lrd": lr_decay})
     svi = SVI(model, guide, optimizer, _make_elbo(elbo, num_particles, vectorize_particles))
     config = {"num_steps": num_steps, "batch_size": batch_size, "lr": lr,
               "num_particles": num_particles, "elbo": str(elbo), "clip_norm": clip_norm,
-              "lr_decay": lr_decay, "kl_anneal_steps": kl_anneal_steps, "kl_start": kl_start}
+              "lr_decay": lr_decay, "beta": beta, "kl_anneal_steps": kl_anneal_steps,
+              "kl_start": kl_start}
     start, history = 0, FitHistory()
     if resume is not None:
         start, history, _ = load_checkpoint(resume, model, guide, optimizer,
@@ -180,11 +187,11 @@ def fit(model, guide, x, times, mask=None, *, num_steps=1000, batch_size=None, l
                desc="SVI", dynamic_ncols=True)
     last_saved = resume
     for step in bar:
-        beta = 1.0 if kl_anneal_steps <= 0 else min(
-            1.0, kl_start + (1.0 - kl_start) * step / kl_anneal_steps)
+        kl_weight = beta if kl_anneal_steps <= 0 else (
+            kl_start + (beta - kl_start) * min(1.0, step / kl_anneal_steps))
         tic = time.perf_counter()
         try:
-            loss = svi.step(x, times, mask, batch_size=batch_size, kl_weight=beta)
+            loss = svi.step(*args, batch_size=batch_size, kl_weight=kl_weight)
         except ValueError as err:  # distribution validation meeting non-finite parameters
             if _all_finite(model, guide):
                 raise
@@ -194,7 +201,7 @@ def fit(model, guide, x, times, mask=None, *, num_steps=1000, batch_size=None, l
             raise FloatingPointError(f"the loss became {loss}: " + _stopped(step, last_saved))
         history.loss.append(loss)
         history.elbo_per_point.append(-loss / observed_points)
-        history.kl_weight.append(beta)
+        history.kl_weight.append(kl_weight)
         history.step_seconds.append(elapsed)
         if progress:
             bar.set_postfix(elbo_per_point=f"{np.mean(history.elbo_per_point[-20:]):.3f}")
