@@ -6,6 +6,7 @@ from pyro import poutine
 from pyro.distributions import Normal, TransformedDistribution
 from torch import nn
 
+from pyro_vpf.infer.refine import refine
 from pyro_vpf.plates import sequence_plate
 from pyro_vpf.prior import LatentPathPrior
 from pyro_vpf.sites import Z0, X, Z
@@ -118,12 +119,20 @@ class VPF(nn.Module):
             pyro.sample(X, self.observation_distribution(z, mb), obs=xb)
         return z
 
-    def sample_prior(self, times, num_samples=1):
+    def sample_prior(self, times, num_samples=1, *, refine_steps=0, refine_lr=0.05, anchor=0.1,
+                     reward=None, backtrack=True):
         r"""Latent paths and observations at any increasing ``times`` ``(K+1,)``.
 
         One pass, no loop over time: :meth:`LatentPathPrior.sample
         <pyro_vpf.prior.LatentPathPrior.sample>` for :math:`z`, then :math:`x_k = g(u_k; z_k)`
         with fresh noise :math:`u_k \sim \mathcal N(0, I)` (real observation noise).
+
+        With ``refine_steps > 0`` the paths are refined before decoding
+        (:func:`~pyro_vpf.infer.refine`, ``event_dim=2``): anchored gradient ascent on the
+        exact path density :math:`\log p(z_0) + \log p(z_{1:K} \mid z_0)` at ``times`` plus
+        ``reward(z)`` (``z (num_samples, K+1, Dz) -> (num_samples,)``, e.g. a score of
+        :meth:`decode`), with anchor :math:`\lambda` = ``anchor``. Call
+        :func:`~pyro_vpf.infer.refine` with ``self.prior.log_prob`` directly for the traces.
 
         Returns:
             tuple: ``(z, x)`` of shapes ``(num_samples, K+1, Dz)`` and
@@ -133,8 +142,30 @@ class VPF(nn.Module):
         if times.dim() != 1:
             raise ValueError(f"times must be 1-D (K+1,), got {tuple(times.shape)}")
         z = self.prior.sample(times, num_samples)
+        if refine_steps:
+            z = refine(lambda path: self.prior.log_prob(path, times), z.detach(),
+                       steps=refine_steps, lr=refine_lr, anchor=anchor, reward=reward,
+                       event_dim=2, backtrack=backtrack).z
         x = self.observation_distribution(z).sample()
         return z, x
+
+    def decode(self, z, noise=None):
+        r"""Observations :math:`x_k = g(u_k; z_k)` for latents ``z (..., Dz)``, differentiably.
+
+        ``noise`` :math:`u` ``(..., Dx)`` defaults to zero: the observation flow's image of the
+        base distribution's centre, a smooth summary of :math:`p(x_k \mid z_k)` to score
+        paths with (the mean :math:`C z_k + d` for the linear-Gaussian likelihood).
+        """
+        if not isinstance(z, torch.Tensor) or z.shape[-1:] != (self.latent_dim,):
+            raise ValueError(f"z must have shape (..., {self.latent_dim})")
+        if noise is None:
+            noise = z.new_zeros(z.shape[:-1] + (self.obs_dim,))
+        elif noise.shape != z.shape[:-1] + (self.obs_dim,):
+            raise ValueError(f"noise must have shape {tuple(z.shape[:-1]) + (self.obs_dim,)}, "
+                             f"got {tuple(noise.shape)}")
+        if self.obs_linear is not None:
+            return self.obs_linear.distribution(z).loc + noise * self.obs_linear.noise_scale
+        return self.obs_flow.condition(z)(noise)
 
 
 class LinearGaussianObservation(nn.Module):
