@@ -115,11 +115,11 @@ class ContextAffineCoupling(ConditionalTransformModule):
         points = batch[-1]
         per_point = batch.numel() // max(points, 1)
         step = max(1, self.rows_per_block // max(per_point, 1))
-        if step >= points:
-            return self._mlp(x_a, context_hidden, inplace=True)
         # Blocks along dim -2 (time points of a path, or the last batch dimension).
         ctx_blocks = context_hidden.dim() >= 2 and context_hidden.shape[-2] == points
-        x_blocks = x_a.shape[-2] == points
+        x_blocks = x_a.shape[-2] == points and self.input_layer is not None
+        if step >= points or not (ctx_blocks or x_blocks):
+            return self._mlp(x_a, context_hidden, inplace=True)
         pieces = [
             self._mlp(
                 x_a[..., i : i + step, :] if x_blocks else x_a,
