@@ -12,6 +12,7 @@ from pyro_vpf.guides import VAE_GUIDES, ConditionalFlowGuide, GaussianEncoderGui
 from pyro_vpf.models import FlowVAE
 
 from pyro_vpf.evaluation import elbo, log_weights
+from pyro_vpf.evaluation.latent import active_units, posterior_mean
 from pyro_vpf.infer import fit
 from pyro_vpf.transforms import ContextAffineCoupling, CouplingFlow
 
@@ -190,3 +191,24 @@ def test_bad_input_raises(call, match):
     guide = GaussianEncoderGuide(3, latent_dim=2, hidden_dim=8)
     with pytest.raises(ValueError, match=match):
         call(model, guide)
+
+
+def test_active_units_counts_the_dimensions_whose_mean_moves():
+    guide = GaussianEncoderGuide(3, latent_dim=3, hidden_dim=16)
+    out = guide.encoder[-1]
+    with torch.no_grad():  # means (rows 0..2): dimension 1 constant, 0 and 2 driven by x
+        out.weight[1].zero_()
+        out.bias[1] = 0.7
+        out.weight[0].mul_(50.0)
+        out.weight[2].mul_(50.0)
+    x = torch.randn(500, 3)
+    result = active_units(guide, x)
+    assert result.count == 2 and result.variance[1] == 0
+    # the Monte Carlo mean of the flow guide agrees with the exact Gaussian mean when the
+    # flow is the identity up to its near-zero initial output layers
+    flow = ConditionalFlowGuide(3, latent_dim=3, hidden_dim=16, num_flow_layers=2)
+    flow.encoder.load_state_dict(guide.encoder.state_dict())
+    mc = posterior_mean(flow, x[:50], num_samples=4000)
+    exact = posterior_mean(guide, x[:50])
+    scale = guide.encode(x[:50])[1]
+    assert ((mc - exact).abs() < 5 * scale / math.sqrt(4000) + 0.05 * scale).all()

@@ -124,3 +124,28 @@ def test_bad_input_raises(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         refine(args.pop("log_density"), args.pop("z_init"), steps=args.pop("steps", 2), **args)
+
+
+def test_path_refinement_keeps_shapes_and_times_and_climbs():
+    import pyro
+    from pyro_vpf.models import VPF
+
+    model = VPF(obs_dim=2, latent_dim=2, hidden_dim=16, num_flow_layers=2, num_obs_flow_layers=2)
+    times = torch.linspace(0.0, 1.0, 30) ** 1.5  # uneven spacing
+
+    def reward(z):  # the decoded first channel near 1 at the 20th time
+        return -(model.decode(z[..., 20, :])[..., 0] - 1.0).square()
+
+    pyro.set_rng_seed(5)
+    z_init, _ = model.sample_prior(times, 6)
+    z_init = z_init.detach()
+    out = refine(lambda z: model.prior.log_prob(z, times), z_init, steps=15, lr=0.05,
+                 anchor=0.1, reward=reward, event_dim=2)
+    assert out.z.shape == (6, 30, 2) and out.objective.shape == (16, 6)
+    assert (out.objective.diff(dim=0) >= 0).all() and (out.objective[-1] > out.objective[0]).all()
+    pyro.set_rng_seed(5)
+    z, x = model.sample_prior(times, 6, refine_steps=15, refine_lr=0.05, reward=reward)
+    assert torch.allclose(z, out.z) and x.shape == (6, 30, 2)
+    pyro.set_rng_seed(5)
+    z_fixed, _ = model.sample_prior(times, 6, refine_steps=15, anchor=math.inf)
+    assert torch.equal(z_fixed, z_init)
