@@ -8,7 +8,7 @@ __all__ = ["ActiveUnits", "active_units", "posterior_mean"]
 
 
 class ActiveUnits(NamedTuple):
-    """``count`` active dimensions out of ``len(variance)``; ``variance`` ``(Dz,)`` per dimension."""
+    """``count`` active dimensions of ``len(variance)``; ``variance`` ``(Dz,)`` per dimension."""
 
     count: int
     variance: torch.Tensor
