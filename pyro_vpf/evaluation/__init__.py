@@ -1,5 +1,6 @@
 """Evaluation: exact likelihoods where they exist, and estimators for every model."""
 
+from pyro_vpf.evaluation.distances import crps_ensemble, energy_distance, mmd
 from pyro_vpf.evaluation.estimators import (
     SequenceScores,
     elbo,
@@ -24,7 +25,9 @@ from pyro_vpf.evaluation.report import evaluate_sequences
 
 __all__ = [
     "SequenceScores",
+    "crps_ensemble",
     "elbo",
+    "energy_distance",
     "evaluate_sequences",
     "exact_log_likelihood",
     "forecast",
@@ -35,6 +38,7 @@ __all__ = [
     "kalman_smoother",
     "linear_gaussian_parameters",
     "log_weights",
+    "mmd",
     "posterior_predictive",
     "predictive_coverage",
     "to_inference_data",
