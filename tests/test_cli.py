@@ -91,3 +91,18 @@ def test_guides_benchmark_runs_and_writes_json(tmp_path):
         assert r["elbo"] <= r["iw"] + 1.0 and r["step_ms"] > 0
         if r["problem"] == "linear":
             assert r["elbo"] < r["exact"]
+
+
+@pytest.mark.slow
+def test_flow_vae_benchmark_runs_and_writes_json(tmp_path):
+    out = tmp_path / "flow_vae.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_flow_vae.py"), "--quick",
+           "--steps", "5", "--data", "moons", "digits", "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["data"], r["guide"]) for r in rows] == [
+        (d, g) for d in ("moons", "digits") for g in ("meanfield", "flow")]
+    for r in rows:
+        assert r["elbo"] <= r["iw"] + 1.0 and r["step_ms"] > 0 and 0 <= r["au"] <= r["latent_dim"]
+        assert ("ed" in r) == (r["data"] == "moons")

@@ -11,8 +11,7 @@ from pyro.infer import Trace_ELBO
 from pyro_vpf.guides import VAE_GUIDES, ConditionalFlowGuide, GaussianEncoderGuide
 from pyro_vpf.models import FlowVAE
 
-from pyro_vpf.evaluation import elbo, log_weights
-from pyro_vpf.evaluation.latent import active_units, posterior_mean
+from pyro_vpf.evaluation import active_units, elbo, log_weights, posterior_mean
 from pyro_vpf.infer import fit
 from pyro_vpf.transforms import ContextAffineCoupling, CouplingFlow
 

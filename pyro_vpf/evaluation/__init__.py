@@ -15,6 +15,7 @@ from pyro_vpf.evaluation.exact import (
     linear_gaussian_parameters,
 )
 from pyro_vpf.evaluation.inference_data import to_inference_data
+from pyro_vpf.evaluation.latent import ActiveUnits, active_units, posterior_mean
 from pyro_vpf.evaluation.predictive import (
     forecast,
     interpolate,
@@ -24,7 +25,9 @@ from pyro_vpf.evaluation.predictive import (
 from pyro_vpf.evaluation.report import evaluate_sequences
 
 __all__ = [
+    "ActiveUnits",
     "SequenceScores",
+    "active_units",
     "crps_ensemble",
     "elbo",
     "energy_distance",
@@ -39,6 +42,7 @@ __all__ = [
     "linear_gaussian_parameters",
     "log_weights",
     "mmd",
+    "posterior_mean",
     "posterior_predictive",
     "predictive_coverage",
     "to_inference_data",
