@@ -2,14 +2,13 @@ r"""The Variational Path Flow as a Pyro model program."""
 
 import pyro
 import torch
-from pyro import poutine
 from pyro.distributions import Normal, TransformedDistribution
 from torch import nn
 
 from pyro_vpf.infer.refine import refine
 from pyro_vpf.plates import sequence_plate
 from pyro_vpf.prior import LatentPathPrior
-from pyro_vpf.sites import Z0, X, Z
+from pyro_vpf.sites import X
 from pyro_vpf.transforms import ConditionalObservationFlow
 from pyro_vpf.validation import check_sequences, check_times
 
@@ -112,10 +111,7 @@ class VPF(nn.Module):
                                             like=self._like(), num_sequences=num_sequences)
         pyro.module("vpf", self)
         with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
-            with poutine.scale(scale=kl_weight):
-                z0 = pyro.sample(Z0, self.prior.initial_distribution())
-                z = pyro.sample(Z, self.prior.path_distribution(z0, tb))
-            z = torch.cat([z0.unsqueeze(-2), z], dim=-2)
+            z = self.prior.pyro_sample(tb, kl_weight)
             pyro.sample(X, self.observation_distribution(z, mb), obs=xb)
         return z
 

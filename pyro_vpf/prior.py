@@ -1,11 +1,14 @@
 r"""The VPF latent path prior, sampled at any set of times in one parallel pass."""
 
+import pyro
 import torch
+from pyro import poutine
 from pyro.distributions import Normal, TransformedDistribution
 from torch import nn
 from torch.nn.functional import softplus
 
 from pyro_vpf.distributions import OUPath
+from pyro_vpf.sites import Z0, Z
 from pyro_vpf.transforms import TimeConditionedFlow
 from pyro_vpf.validation import check_times
 
@@ -95,6 +98,22 @@ class LatentPathPrior(nn.Module):
         y0 = self.flow.condition(times[..., :1]).inv(z0.unsqueeze(-2)).squeeze(-2)
         base = OUPath(y0, times, self.ou_mean, self.ou_rate, self.ou_scale)
         return TransformedDistribution(base, self.flow.condition(times[..., 1:]))
+
+    def pyro_sample(self, times, kl_weight=1.0):
+        r"""Draw the path inside a Pyro program: sites ``"z0"`` then ``"z"`` given it.
+
+        The building block of every sequence model of the collection (and of users' own): call
+        it inside the plate over sequences with that subsample's ``times``; the sites carry the
+        names and shapes the guides produce (:mod:`pyro_vpf.sites`) and are scaled by
+        ``kl_weight`` (:math:`\beta`, ``poutine.scale``).
+
+        Returns:
+            torch.Tensor: the whole path :math:`z_{0:K}`, ``(..., K+1, Dz)``.
+        """
+        with poutine.scale(scale=kl_weight):
+            z0 = pyro.sample(Z0, self.initial_distribution())
+            z = pyro.sample(Z, self.path_distribution(z0, times))
+        return torch.cat([z0.unsqueeze(-2), z], dim=-2)
 
     def log_prob(self, z, times):
         r""":math:`\log p(z_{0:K})` for ``z (..., K+1, Dz)`` at ``times (..., K+1)``."""
