@@ -1,5 +1,10 @@
 """Evaluation: exact likelihoods where they exist, and estimators for every model."""
 
+from pyro_vpf.evaluation.baselines import (
+    BaselineForecast,
+    linear_interpolation,
+    structural_forecast,
+)
 from pyro_vpf.evaluation.distances import crps_ensemble, energy_distance, mmd
 from pyro_vpf.evaluation.estimators import (
     SequenceScores,
@@ -23,9 +28,12 @@ from pyro_vpf.evaluation.predictive import (
     predictive_coverage,
 )
 from pyro_vpf.evaluation.report import evaluate_sequences
+from pyro_vpf.evaluation.scores import ForecastScores, forecast_scores
 
 __all__ = [
     "ActiveUnits",
+    "BaselineForecast",
+    "ForecastScores",
     "SequenceScores",
     "active_units",
     "crps_ensemble",
@@ -34,16 +42,19 @@ __all__ = [
     "evaluate_sequences",
     "exact_log_likelihood",
     "forecast",
+    "forecast_scores",
     "gaussian_hmm",
     "importance_log_likelihood",
     "interpolate",
     "kalman_log_likelihood",
     "kalman_smoother",
     "linear_gaussian_parameters",
+    "linear_interpolation",
     "log_weights",
     "mmd",
     "posterior_mean",
     "posterior_predictive",
     "predictive_coverage",
+    "structural_forecast",
     "to_inference_data",
 ]

@@ -1,0 +1,157 @@
+r"""Scores of a sample forecast against observations: point errors, CRPS and interval coverage.
+
+:func:`forecast_scores` summarises how well predictive draws ``samples`` ``(S, ...)`` forecast
+observations ``y`` ``(...)`` over the entries selected by a boolean mask: the squared error of
+the predictive mean, the absolute error of the predictive median, the ensemble CRPS
+(:func:`~pyro_vpf.evaluation.distances.crps_ensemble`) and, for each central interval level,
+the share of observations inside the interval and its mean width.
+"""
+
+import numbers
+from typing import NamedTuple
+
+import torch
+
+from pyro_vpf.evaluation.distances import crps_ensemble
+
+__all__ = ["ForecastScores", "forecast_scores"]
+
+
+class ForecastScores(NamedTuple):
+    r"""Scores of a sample forecast over the scored entries (see :func:`forecast_scores`).
+
+    Attributes:
+        mse (float): mean squared error of the predictive mean.
+        mae (float): mean absolute error of the predictive median.
+        crps (float): mean ensemble CRPS (fair estimator).
+        coverage (dict): ``{level: share of observations inside the central interval}``.
+        interval_width (dict): ``{level: mean width of the central interval}``.
+        count (int): number of scored entries.
+    """
+
+    mse: float
+    mae: float
+    crps: float
+    coverage: dict
+    interval_width: dict
+    count: int
+
+
+def _check_levels(levels):
+    try:
+        levels = tuple(levels)
+    except TypeError:
+        raise ValueError(f"levels must be a sequence of numbers in (0, 1), got {levels!r}") \
+            from None
+    for level in levels:
+        if (isinstance(level, bool) or not isinstance(level, numbers.Real)
+                or not 0 < float(level) < 1):
+            raise ValueError(f"levels must hold numbers in (0, 1), got {level!r}")
+    return levels
+
+
+def _sorted_quantile(ordered, prob):
+    r"""Quantile ``prob`` of members sorted along dim 0, by linear interpolation.
+
+    Matches :func:`torch.quantile` (``interpolation="linear"``): position
+    :math:`h = (S - 1)\,p`, value :math:`x_{(\lfloor h\rfloor)} + (h - \lfloor h\rfloor)
+    (x_{(\lfloor h\rfloor + 1)} - x_{(\lfloor h\rfloor)})` with 0-based order statistics.
+    """
+    num = ordered.shape[0]
+    position = (num - 1) * prob
+    low = min(int(position), num - 1)
+    high = min(low + 1, num - 1)
+    frac = position - low
+    return ordered[low] + frac * (ordered[high] - ordered[low])
+
+
+def forecast_scores(samples, y, mask=None, levels=(0.5, 0.9)):
+    r"""Point, probabilistic and interval scores of predictive samples against observations.
+
+    Over the scored entries :math:`i = 1, \dots, n` (where ``mask`` is True), with members
+    :math:`x_{1i}, \dots, x_{Si}` and observation :math:`y_i`:
+
+    .. math::
+
+        \mathrm{MSE} = \frac1n \sum_i (\bar{x}_i - y_i)^2, \qquad
+        \mathrm{MAE} = \frac1n \sum_i \lvert \tilde{x}_i - y_i\rvert, \qquad
+        \mathrm{CRPS} = \frac1n \sum_i \widehat{\mathrm{CRPS}}_i,
+
+    where :math:`\bar{x}_i` is the predictive **mean** (the point forecast that minimises the
+    expected squared error), :math:`\tilde{x}_i` the predictive **median** (the point forecast
+    that minimises the expected absolute error) and :math:`\widehat{\mathrm{CRPS}}_i` the fair
+    ensemble CRPS of :func:`~pyro_vpf.evaluation.distances.crps_ensemble`. For each level
+    :math:`\alpha`, the central interval is :math:`[q_{(1-\alpha)/2}, q_{(1+\alpha)/2}]`, with
+    :math:`q_p` the sample quantiles of the members (linear interpolation between order
+    statistics, as :func:`torch.quantile`; the median is :math:`q_{1/2}`): ``coverage`` is the
+    share of scored observations inside it (ends included) and ``interval_width`` its mean
+    width :math:`\frac1n \sum_i (q_{(1+\alpha)/2, i} - q_{(1-\alpha)/2, i})`. A calibrated
+    forecast covers a share close to :math:`\alpha`.
+
+    Entries with ``mask`` False are ignored entirely: their observations and members may hold
+    anything, NaN included, and change no score.
+
+    Args:
+        samples (torch.Tensor): ``(S, ...)`` predictive draws, ``S >= 2`` along dim 0, finite
+            at the scored entries.
+        y (torch.Tensor): ``(...)`` observations, the shape of one draw, same dtype and device
+            as ``samples``, finite at the scored entries.
+        mask (torch.Tensor): boolean tensor broadcastable to ``y.shape``, True where an entry
+            is scored; ``None`` scores every entry. At least one entry must be scored.
+        levels (sequence of float): central interval probabilities, each in ``(0, 1)``.
+
+    Returns:
+        ForecastScores: ``mse``, ``mae``, ``crps`` (floats), ``coverage`` and
+        ``interval_width`` (dicts keyed by level, floats) and ``count`` (int, the number of
+        scored entries).
+    """
+    if not isinstance(samples, torch.Tensor) or not samples.is_floating_point():
+        raise ValueError("samples must be a floating-point tensor")
+    if samples.dim() < 1 or samples.shape[0] < 2:
+        raise ValueError(f"samples must have shape (S, ...) with S >= 2 draws, got "
+                         f"{tuple(samples.shape)}")
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+        raise ValueError("y must be a floating-point tensor")
+    if y.shape != samples.shape[1:]:
+        raise ValueError(f"y must have shape {tuple(samples.shape[1:])} (one draw), got "
+                         f"{tuple(y.shape)}")
+    if y.dtype != samples.dtype or y.device != samples.device:
+        raise ValueError(f"y has dtype {y.dtype} on {y.device}; expected {samples.dtype} on "
+                         f"{samples.device} (as samples)")
+    levels = _check_levels(levels)
+    if mask is None:
+        mask = torch.ones(y.shape, dtype=torch.bool, device=y.device)
+    else:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise ValueError("mask must be a boolean tensor")
+        try:
+            mask = mask.to(y.device).expand(y.shape)
+        except RuntimeError:
+            raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to y's "
+                             f"shape {tuple(y.shape)}") from None
+    count = int(mask.sum())
+    if count == 0:
+        raise ValueError("mask selects no entry to score")
+
+    draws = samples[:, mask]  # (S, n)
+    truth = y[mask]  # (n,)
+    if not bool(torch.isfinite(draws).all()):
+        raise ValueError("samples contains NaN or infinite values at scored entries")
+    if not bool(torch.isfinite(truth).all()):
+        raise ValueError("y contains NaN or infinite values at scored entries")
+
+    with torch.no_grad():
+        ordered = draws.sort(dim=0).values
+        mean = draws.mean(0)
+        median = _sorted_quantile(ordered, 0.5)
+        mse = float((mean - truth).square().mean())
+        mae = float((median - truth).abs().mean())
+        crps = float(crps_ensemble(draws, truth).mean())
+        coverage, width = {}, {}
+        for level in levels:
+            low = _sorted_quantile(ordered, (1 - float(level)) / 2)
+            high = _sorted_quantile(ordered, (1 + float(level)) / 2)
+            coverage[level] = float(((truth >= low) & (truth <= high)).to(draws.dtype).mean())
+            width[level] = float((high - low).mean())
+    return ForecastScores(mse=mse, mae=mae, crps=crps, coverage=coverage,
+                          interval_width=width, count=count)
