@@ -1,15 +1,21 @@
 """Data: sequence containers and generators."""
 
+from pyro_vpf.data.basic_motions import BasicMotions, load_basic_motions
+from pyro_vpf.data.co2 import CO2, load_co2
 from pyro_vpf.data.digits import load_digits
 from pyro_vpf.data.lorenz import simulate_lorenz, stochastic_lorenz
 from pyro_vpf.data.sequences import SequenceData
 from pyro_vpf.data.toy2d import TOY_2D, checkerboard, eight_gaussians, toy_2d, two_moons
 
 __all__ = [
+    "BasicMotions",
+    "CO2",
     "SequenceData",
     "TOY_2D",
     "checkerboard",
     "eight_gaussians",
+    "load_basic_motions",
+    "load_co2",
     "load_digits",
     "simulate_lorenz",
     "stochastic_lorenz",
