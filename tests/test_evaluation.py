@@ -14,6 +14,7 @@ from pyro_vpf.evaluation import (
     gaussian_hmm,
     importance_log_likelihood,
     kalman_log_likelihood,
+    kalman_observation_marginals,
     kalman_smoother,
     log_weights,
 )
@@ -156,3 +157,25 @@ def test_kalman_smoother_matches_dense_conditioning(masked):
     blocks = torch.stack([dense.cov[:, k * DZ:(k + 1) * DZ, k * DZ:(k + 1) * DZ]
                           for k in range(K1)], 1)
     assert torch.allclose(cov, blocks, atol=1e-9)
+
+
+def test_kalman_observation_marginals_match_dense_conditioning_of_x():
+    """Condition the dense joint Gaussian of all x on the observed entries."""
+    model = linear_model(8)
+    times = per_sequence_times(9)
+    x = torch.randn(B, K1, DX, dtype=D64)
+    g = torch.Generator().manual_seed(11)
+    mask = torch.rand(B, K1, DX, generator=g) > 0.4
+    with torch.no_grad():
+        marginals = kalman_observation_marginals(model, x, times, mask)
+        for b in range(B):
+            _, _, _, mx, Sx = dense_joint(model, times[b])
+            seen = mask[b].reshape(-1)
+            gain = Sx[:, seen] @ torch.linalg.inv(Sx[seen][:, seen])
+            mean = mx + gain @ (x[b].reshape(-1)[seen] - mx[seen])
+            var = torch.diagonal(Sx - gain @ Sx[seen])
+            hidden = ~seen
+            # hidden entries: the dense predictive; observed ones: their own noisy predictive
+            assert torch.allclose(marginals.loc[b].reshape(-1)[hidden], mean[hidden], atol=1e-9)
+            assert torch.allclose(marginals.variance[b].reshape(-1)[hidden], var[hidden],
+                                  atol=1e-9)

@@ -16,6 +16,7 @@ from pyro_vpf.evaluation.exact import (
     exact_log_likelihood,
     gaussian_hmm,
     kalman_log_likelihood,
+    kalman_observation_marginals,
     kalman_smoother,
     linear_gaussian_parameters,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "importance_log_likelihood",
     "interpolate",
     "kalman_log_likelihood",
+    "kalman_observation_marginals",
     "kalman_smoother",
     "linear_gaussian_parameters",
     "linear_interpolation",

@@ -20,12 +20,13 @@ an update).
 import math
 
 import torch
-from pyro.distributions import GaussianHMM, MultivariateNormal
+from pyro.distributions import GaussianHMM, MultivariateNormal, Normal
 
 from pyro_vpf.distributions import ou_transition
 from pyro_vpf.validation import check_sequences
 
-__all__ = ["exact_log_likelihood", "gaussian_hmm", "kalman_log_likelihood", "kalman_smoother",
+__all__ = ["exact_log_likelihood", "gaussian_hmm", "kalman_log_likelihood",
+           "kalman_observation_marginals", "kalman_smoother",
            "linear_gaussian_parameters"]
 
 
@@ -163,6 +164,31 @@ def kalman_smoother(model, x, times, mask=None):
         locs.append(m)
         covs.append(P)
     return torch.stack(locs[::-1], 1), torch.stack(covs[::-1], 1)
+
+
+def kalman_observation_marginals(model, x, times, mask=None):
+    r"""Exact predictive marginals :math:`p(x_{k,d} \mid x_{\text{observed}})` of every entry.
+
+    From the smoother's :math:`z_k \mid x \sim \mathcal N(m_{k|K}, P_{k|K})` and
+    :math:`x_k = C z_k + d + \mathcal N(0, \operatorname{diag} r^2)`:
+
+    .. math::
+
+        x_{k,d} \mid x_{\text{observed}} \sim \mathcal N\big((C m_{k|K} + d)_d,\;
+            (C P_{k|K} C^\top)_{dd} + r_d^2\big),
+
+    for observed and hidden entries alike (so the exact interpolator of the
+    linear-Gaussian VPF, the reference for every guide's :func:`interpolate`).
+
+    Returns:
+        torch.distributions.Normal: batch ``(B, K+1, Dx)``.
+    """
+    loc, cov = kalman_smoother(model, x, times, mask)
+    params = linear_gaussian_parameters(model)
+    weight, bias, noise = params["weight"], params["bias"], params["noise"]
+    mean = loc @ weight.T + bias
+    variance = torch.einsum("dz,bkzy,dy->bkd", weight, cov, weight) + noise.square()
+    return Normal(mean, variance.sqrt())
 
 
 def exact_log_likelihood(model, x, times, mask=None):
