@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vpf.data import CO2, BasicMotions, SequenceData, load_basic_motions, load_co2
+from pyro_vpf.data import (
+    CO2,
+    BasicMotions,
+    SequenceData,
+    hide_blocks,
+    hide_entries,
+    load_basic_motions,
+    load_co2,
+)
 
 pytest.importorskip("statsmodels")
 pytest.importorskip("aeon")
@@ -265,3 +273,28 @@ def test_co2_time_origin_shifts_the_times_before_the_cast():
     assert (steps - 7 / 365.25).abs().max() < 7 / 365.25 * 0.01  # weekly to 1 %, in float32
     with pytest.raises(ValueError, match="time_origin"):
         load_co2(time_origin=float("nan"))
+
+
+def test_hide_entries_hides_the_stated_share_of_each_sequence():
+    hidden = hide_entries((50, 100, 6), 0.3, seed=1)
+    assert hidden.shape == (50, 100, 6) and hidden.dtype == torch.bool
+    assert (hidden.reshape(50, -1).sum(-1) == 180).all()
+    # uniform over entries: every (time, channel) cell is hidden about 30 % of the time
+    share = hide_entries((4000, 5, 2), 0.3, seed=2).float().mean(0)
+    assert ((share - 0.3).abs() < 5 * (0.3 * 0.7 / 4000) ** 0.5).all()
+    assert torch.equal(hidden, hide_entries((50, 100, 6), 0.3, seed=1))
+    with pytest.raises(ValueError, match="fraction"):
+        hide_entries((2, 3, 4), 1.0)
+
+
+def test_hide_blocks_hides_one_whole_block_per_sequence():
+    hidden = hide_blocks((300, 100, 6), 20, seed=0)
+    per_time = hidden.all(-1)
+    assert torch.equal(per_time, hidden.any(-1))  # whole time points
+    assert (per_time.sum(-1) == 20).all()
+    first = per_time.float().argmax(-1)
+    block = torch.arange(100) - first.unsqueeze(-1)
+    assert torch.equal(per_time, (block >= 0) & (block < 20))  # consecutive
+    assert first.min() < 5 and first.max() > 75  # starts spread over 0..80
+    with pytest.raises(ValueError, match="length"):
+        hide_blocks((2, 10, 1), 10)
