@@ -8,6 +8,7 @@ from reference import DensePosteriorGuide
 
 from pyro_vpf.evaluation import (
     forecast,
+    forecast_series,
     interpolate,
     posterior_predictive,
     predictive_coverage,
@@ -98,3 +99,26 @@ def test_forecast_and_interpolation_shapes_and_checks():
         forecast(model, guide, x, times, torch.tensor([1.5, 1.2]))
     mid = interpolate(model, guide, x, times, torch.linspace(0, 1, 21), num_samples=4)
     assert mid.shape == (4, 3, 21, 2)
+
+
+def test_forecast_series_conditions_on_the_last_stretch_in_original_units():
+    from pyro_vpf.data import SequenceData
+
+    model, guide = tiny()
+    T = 30
+    history = SequenceData(torch.randn(1, T, 2), torch.linspace(0, 3, T),
+                           mask=torch.rand(1, T) > 0.2, loc=torch.tensor([100.0, -5.0]),
+                           scale=torch.tensor([10.0, 0.1]))
+    future = torch.linspace(3.1, 4.0, 7)
+    pyro.set_rng_seed(1)
+    draws = forecast_series(model, guide, history, future, context=12, num_samples=50)
+    assert draws.shape == (50, 7, 2)
+    # the same draws by hand: forecast on the last 12 points, then unstandardise
+    pyro.set_rng_seed(1)
+    by_hand = forecast(model, guide, history.x[:, -12:], history.times[-12:].unsqueeze(0),
+                       future, mask=history.mask[:, -12:], num_samples=50)["x"][:, 0]
+    assert torch.allclose(draws, by_hand * history.scale + history.loc)
+    with pytest.raises(ValueError, match="context"):
+        forecast_series(model, guide, history, future, context=1)
+    with pytest.raises(ValueError, match="one sequence"):
+        forecast_series(model, guide, history[[0, 0]], future)

@@ -298,3 +298,20 @@ def test_hide_blocks_hides_one_whole_block_per_sequence():
     assert first.min() < 5 and first.max() > 75  # starts spread over 0..80
     with pytest.raises(ValueError, match="length"):
         hide_blocks((2, 10, 1), 10)
+
+
+def test_polynomial_trend_recovers_a_polynomial_and_ignores_masked_points():
+    from pyro_vpf.data import PolynomialTrend
+
+    times = torch.linspace(1958.0, 1992.0, 300, dtype=torch.float64)
+    truth = 315.0 + 0.8 * (times - 1958.0) + 0.012 * (times - 1958.0) ** 2
+    values = truth.clone()
+    mask = torch.ones(300, dtype=torch.bool)
+    mask[::7] = False
+    values[~mask] = 1e6  # garbage where unobserved
+    trend = PolynomialTrend(2).fit(times, values, mask)
+    future = torch.linspace(1992.0, 2002.0, 50, dtype=torch.float64)
+    expected = 315.0 + 0.8 * (future - 1958.0) + 0.012 * (future - 1958.0) ** 2
+    assert torch.allclose(trend(future), expected, rtol=1e-10)
+    with pytest.raises(ValueError, match="more than 2"):
+        PolynomialTrend(2).fit(times[:2], values[:2])

@@ -7,10 +7,12 @@ from pyro_vpf.data.lorenz import simulate_lorenz, stochastic_lorenz
 from pyro_vpf.data.masking import hide_blocks, hide_entries
 from pyro_vpf.data.sequences import SequenceData
 from pyro_vpf.data.toy2d import TOY_2D, checkerboard, eight_gaussians, toy_2d, two_moons
+from pyro_vpf.data.trend import PolynomialTrend
 
 __all__ = [
     "BasicMotions",
     "CO2",
+    "PolynomialTrend",
     "SequenceData",
     "TOY_2D",
     "checkerboard",

@@ -24,6 +24,7 @@ from pyro_vpf.evaluation.inference_data import to_inference_data
 from pyro_vpf.evaluation.latent import ActiveUnits, active_units, posterior_mean
 from pyro_vpf.evaluation.predictive import (
     forecast,
+    forecast_series,
     interpolate,
     posterior_predictive,
     predictive_coverage,
@@ -43,6 +44,7 @@ __all__ = [
     "evaluate_sequences",
     "exact_log_likelihood",
     "forecast",
+    "forecast_series",
     "forecast_scores",
     "gaussian_hmm",
     "importance_log_likelihood",

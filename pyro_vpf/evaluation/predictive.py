@@ -7,7 +7,13 @@ from pyro import poutine
 from pyro_vpf.sites import Z0, X, Z
 from pyro_vpf.validation import check_sequences, check_times
 
-__all__ = ["forecast", "interpolate", "posterior_predictive", "predictive_coverage"]
+__all__ = [
+    "forecast",
+    "forecast_series",
+    "interpolate",
+    "posterior_predictive",
+    "predictive_coverage",
+]
 
 
 @torch.no_grad()
@@ -82,6 +88,38 @@ def forecast(model, guide, x, times, future_times, mask=None, num_samples=100):
     grid = torch.cat([last.reshape(-1, 1).expand(B, 1), future_times.expand(B, -1)], -1)
     z = model.prior.path_distribution(z_last, grid).sample()  # (S, B, F, Dz)
     return {"z": z, "x": _decode(model, z)}
+
+
+@torch.no_grad()
+def forecast_series(model, guide, history, future_times, *, context=None, num_samples=500):
+    r"""Forecast one long series, in its original units, from its most recent stretch.
+
+    The guide conditions on the last ``context`` points of ``history`` (all of it by default;
+    a model trained on windows is best conditioned on one window's length), then
+    :func:`forecast` runs the model's prior dynamics to ``future_times``; draws are mapped
+    back with ``history.unstandardise``. Missing points of the history stay masked.
+
+    Args:
+        history (SequenceData): one sequence, ``x (1, T, Dx)`` with ``(T,)`` or ``(1, T)``
+            times and an optional mask.
+        future_times (torch.Tensor): ``(F,)``, after the history.
+        context (int): number of final history points the guide sees.
+        num_samples (int): predictive draws.
+
+    Returns:
+        torch.Tensor: ``(num_samples, F, Dx)`` in original units.
+    """
+    if history.x.dim() != 3 or history.x.shape[0] != 1:
+        raise ValueError(f"history must hold one sequence (1, T, Dx), got {tuple(history.x.shape)}")
+    T = history.x.shape[1]
+    context = T if context is None else int(context)
+    if not 2 <= context <= T:
+        raise ValueError(f"context must lie in [2, {T}], got {context}")
+    times = history.times.reshape(1, -1)[:, T - context:]
+    mask = None if history.mask is None else history.mask[:, T - context:]
+    draws = forecast(model, guide, history.x[:, T - context:], times, future_times, mask=mask,
+                     num_samples=num_samples)["x"][:, 0]
+    return history.unstandardise(draws)
 
 
 def predictive_coverage(draws, truth, held_out, levels=(0.5, 0.9)):
