@@ -55,18 +55,20 @@ class VPF(nn.Module):
             ``hidden_dim``).
         observation (str): ``"flow"`` (the conditional observation flow) or
             ``"linear_gaussian"``.
+        time_periods (tuple of float): known periods of the data (e.g. ``(1.0,)`` for a
+            yearly cycle with times in years), exact Fourier features of the latent flow.
     """
 
     def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, num_flow_layers=6,
                  num_obs_flow_layers=6, time_embed_dim=16, time_scale=1.0, conditioner_layers=1,
-                 observation="flow"):
+                 observation="flow", time_periods=()):
         super().__init__()
         if observation not in ("flow", "linear_gaussian"):
             raise ValueError(f"observation must be 'flow' or 'linear_gaussian', "
                              f"got {observation!r}")
         self.obs_dim, self.latent_dim, self.observation = obs_dim, latent_dim, observation
         self.prior = LatentPathPrior(latent_dim, hidden_dim, num_flow_layers, time_embed_dim,
-                                     time_scale, conditioner_layers)
+                                     time_scale, conditioner_layers, time_periods)
         self.obs_flow = self.obs_linear = None
         if observation == "flow":
             self.obs_flow = ConditionalObservationFlow(obs_dim, latent_dim, num_obs_flow_layers,

@@ -50,11 +50,13 @@ class LatentPathPrior(nn.Module):
         time_embed_dim (int): size of the time embedding.
         time_scale (float): the data's time unit (e.g. its horizon :math:`t_K - t_0`).
         conditioner_layers (int): hidden layers of each coupling's conditioner.
+        time_periods (tuple of float): known periods of the data (in its time units), given to
+            the flow as exact Fourier features.
     """
 
     def __init__(
         self, latent_dim, hidden_dim=128, num_flow_layers=6, time_embed_dim=16, time_scale=1.0,
-        conditioner_layers=1,
+        conditioner_layers=1, time_periods=(),
     ):
         super().__init__()
         if latent_dim < 1:
@@ -68,7 +70,7 @@ class LatentPathPrior(nn.Module):
         self.ou_scale_unconstrained = nn.Parameter(_inverse_softplus((2 * rate).sqrt()))
         self.flow = TimeConditionedFlow(
             latent_dim, num_flow_layers, hidden_dim, time_embed_dim, time_scale,
-            conditioner_layers=conditioner_layers,
+            conditioner_layers=conditioner_layers, time_periods=time_periods,
         )
 
     @property

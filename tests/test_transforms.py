@@ -204,3 +204,21 @@ def test_context_shape_errors_name_the_argument():
         flow.condition(torch.randn(4, 5))
     with pytest.raises(ValueError, match="context"):
         ContextAffineCoupling(3, 2, 8).condition(torch.randn(4, 3))
+
+
+def test_known_periods_are_exact_fixed_features(float64):
+    embedding = FourierTimeEmbedding(8, time_scale=10.0, periods=(1.0, 0.5))
+    assert embedding.output_dim == 12
+    t = torch.tensor([0.0, 0.3, 17.25, 1991.9])
+    out = embedding(t)
+    assert out.shape == (4, 12)
+    angle = 2 * torch.pi * t.unsqueeze(-1) / torch.tensor([1.0, 0.5])
+    assert torch.allclose(out[:, 4:6], angle.sin(), atol=1e-9)
+    assert torch.allclose(out[:, 10:12], angle.cos(), atol=1e-9)
+    assert not any(p is embedding.periods for p in embedding.parameters())  # not learned
+    flow = TimeConditionedFlow(2, num_layers=2, hidden_dim=8, time_periods=(1.0,))
+    y = torch.randn(3, 5, 2)
+    times = torch.linspace(0, 4, 5)
+    assert flow.condition(times)(y).shape == (3, 5, 2)
+    with pytest.raises(ValueError, match="periods"):
+        FourierTimeEmbedding(8, periods=(0.0,))

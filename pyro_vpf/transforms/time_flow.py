@@ -35,6 +35,8 @@ class TimeConditionedFlow(ConditionalTransformModule):
         hidden_dim (int): conditioner width.
         time_embed_dim (int): size of the time embedding.
         time_scale (float): time unit for the embedding (e.g. the training horizon).
+        time_periods (tuple of float): known periods added to the embedding as fixed
+            Fourier features (see :class:`~pyro_vpf.transforms.FourierTimeEmbedding`).
         log_scale_bound (float): soft bound of each layer's log-scale.
         conditioner_layers (int): hidden layers of each conditioner MLP.
     """
@@ -48,15 +50,18 @@ class TimeConditionedFlow(ConditionalTransformModule):
         time_scale=1.0,
         log_scale_bound=3.0,
         conditioner_layers=1,
+        time_periods=(),
     ):
         super().__init__()
         if dim < 1 or num_layers < 0:
             raise ValueError(f"need dim >= 1 and num_layers >= 0, got {dim}, {num_layers}")
         self.dim = dim
         # The identity flow (num_layers == 0) holds no parameters at all, not unused ones.
-        self.embedding = FourierTimeEmbedding(time_embed_dim, time_scale) if num_layers else None
+        self.embedding = (FourierTimeEmbedding(time_embed_dim, time_scale, periods=time_periods)
+                          if num_layers else None)
+        context_dim = time_embed_dim + 2 * len(tuple(time_periods))
         self.couplings = coupling_stack(
-            dim, time_embed_dim, num_layers, hidden_dim, 2, log_scale_bound, conditioner_layers
+            dim, context_dim, num_layers, hidden_dim, 2, log_scale_bound, conditioner_layers
         )
 
     def condition(self, times):
