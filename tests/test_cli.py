@@ -106,3 +106,21 @@ def test_flow_vae_benchmark_runs_and_writes_json(tmp_path):
     for r in rows:
         assert r["elbo"] <= r["iw"] + 1.0 and r["step_ms"] > 0 and 0 <= r["au"] <= r["latent_dim"]
         assert ("ed" in r) == (r["data"] == "moons")
+
+
+@pytest.mark.slow
+def test_real_data_benchmark_runs_and_writes_json(tmp_path):
+    out = tmp_path / "real.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_real.py"), "--quick",
+           "--co2-steps", "3", "--motions-steps", "3", "--exact-steps", "2", "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert [r["model"] for r in record["co2"]] == ["structural", "vpf", "vpf+trend"]
+    assert {(r["hidden"], r["model"]) for r in record["motions"]} == {
+        (h, m) for h in ("entries", "blocks")
+        for m in ("vpf-affine", "vpf-markov", "lg-vpf", "linear")}
+    for r in record["co2"]:
+        assert r["crps"] > 0 and 0 <= r["cov90"] <= 1
+    structural = record["co2"][0]
+    assert structural["crps"] < 2.0 and structural["cov90"] > 0.8  # a sound baseline
