@@ -255,7 +255,7 @@ def test_loaders_read_packaged_files_without_network(monkeypatch):
 
 
 def test_missing_packages_name_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)
+    monkeypatch.setitem(sys.modules, "statsmodels.datasets.co2", None)
     monkeypatch.setitem(sys.modules, "aeon.datasets", None)
     with pytest.raises(ImportError, match=r"pyro-vpf\[data\]"):
         load_co2()

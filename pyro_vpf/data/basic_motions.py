@@ -7,6 +7,7 @@ import torch
 
 from pyro_vpf.data.sequences import SequenceData
 from pyro_vpf.data.toy2d import _resolve_dtype
+from pyro_vpf.optional import optional_import
 
 __all__ = ["BasicMotions", "load_basic_motions"]
 
@@ -87,15 +88,9 @@ def load_basic_motions(*, split="all", standardise=True, dtype=None, device=None
     if not isinstance(standardise, bool):
         raise ValueError(f"standardise must be a bool, got {standardise!r}")
     dtype = _resolve_dtype(dtype)
-    try:
-        import aeon.datasets
-    except ImportError as error:
-        raise ImportError(
-            "load_basic_motions needs aeon, an optional dependency; install it with "
-            '`pip install "pyro-vpf[data]"` (or `pip install aeon`)'
-        ) from error
-    directory = os.path.join(os.path.dirname(aeon.datasets.__file__), "data", "BasicMotions")
-    reader = aeon.datasets.load_from_ts_file
+    datasets = optional_import("aeon.datasets", needed_by="load_basic_motions", package="aeon")
+    directory = os.path.join(os.path.dirname(datasets.__file__), "data", "BasicMotions")
+    reader = datasets.load_from_ts_file
     train_x, train_y, class_names = _read_split(reader, directory, "TRAIN")
     test_x, test_y, _ = _read_split(reader, directory, "TEST")
     values, names = {"all": (torch.cat([train_x, test_x]), train_y + test_y),

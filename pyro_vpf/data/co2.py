@@ -8,6 +8,7 @@ import torch
 
 from pyro_vpf.data.sequences import SequenceData
 from pyro_vpf.data.toy2d import _resolve_dtype
+from pyro_vpf.optional import optional_import
 
 __all__ = ["CO2", "load_co2"]
 
@@ -128,14 +129,9 @@ def load_co2(*, window=104, stride=None, holdout_years=10.0, standardise=True,
     if not isinstance(standardise, bool):
         raise ValueError(f"standardise must be a bool, got {standardise!r}")
     dtype = _resolve_dtype(dtype)
-    try:
-        from statsmodels.datasets import co2 as _statsmodels_co2
-    except ImportError as error:
-        raise ImportError(
-            "load_co2 needs statsmodels, an optional dependency; install it with "
-            '`pip install "pyro-vpf[data]"` (or `pip install statsmodels`)'
-        ) from error
-    frame = _statsmodels_co2.load_pandas().data
+    co2 = optional_import("statsmodels.datasets.co2", needed_by="load_co2",
+                          package="statsmodels")
+    frame = co2.load_pandas().data
     if isinstance(time_origin, bool) or not isinstance(time_origin, numbers.Real) \
             or not math.isfinite(time_origin):
         raise ValueError(f"time_origin must be a finite number, got {time_origin!r}")

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 
 from pyro_vpf.data.toy2d import _resolve_dtype
+from pyro_vpf.optional import optional_import
 
 __all__ = ["Digits", "load_digits"]
 
@@ -70,14 +71,9 @@ def load_digits(*, binarize=True, threshold=8.0, test_fraction=0.2, seed=0, dtyp
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     dtype = _resolve_dtype(dtype)
-    try:
-        from sklearn.datasets import load_digits as _sklearn_load_digits
-    except ImportError as error:
-        raise ImportError(
-            "load_digits needs scikit-learn, an optional dependency; install it with "
-            '`pip install "pyro-vpf[data]"` (or `pip install scikit-learn`)'
-        ) from error
-    bunch = _sklearn_load_digits()
+    datasets = optional_import("sklearn.datasets", needed_by="load_digits",
+                               package="scikit-learn")
+    bunch = datasets.load_digits()
     pixels = torch.as_tensor(bunch.data, dtype=torch.float64)
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)
     images = (pixels > float(threshold)).to(torch.float64) if binarize else pixels / 16.0
