@@ -114,7 +114,7 @@ def co2_rows(args):
         pyro.clear_param_store()
         pyro.set_rng_seed(args.seed)
         model = VPF(1, args.co2_latent_dim, args.hidden_dim, 4, 2, time_scale=10.0,
-                    time_periods=(1.0,))
+                    time_embed_dim=args.co2_time_embed_dim, time_periods=(1.0,))
         guide = AffineGuide(1, args.co2_latent_dim, args.hidden_dim)
         _fit(model, guide, train, train.mask, args, args.co2_steps, 32)
         draws = forecast_series(model, guide, history, data.test.times,
@@ -212,6 +212,8 @@ def main(argv=None):
     parser.add_argument("--co2-steps", type=int, default=None, help="(1000)")
     parser.add_argument("--co2-window", type=int, default=104)
     parser.add_argument("--co2-latent-dim", type=int, default=2)
+    parser.add_argument("--co2-time-embed-dim", type=int, default=16,
+                        help="learned time features besides the yearly period")
     parser.add_argument("--trend-years", type=float, default=10.0,
                         help="history span of the linear trend of vpf+trend")
     parser.add_argument("--motions-steps", type=int, default=None, help="(1000)")
