@@ -68,8 +68,8 @@ ORIGIN = 1958.0
 def _fit(model, guide, data, mask, args, steps, batch_size):
     fit(model, guide, data.x, data.times, mask, num_steps=steps, batch_size=batch_size,
         lr=args.lr, lr_decay=args.final_lr_factor ** (1 / max(steps, 1)), progress=False)
-    model.requires_grad_(False)
-    guide.requires_grad_(False)
+    model.requires_grad_(False).eval()
+    guide.requires_grad_(False).eval()
 
 
 def _score(name, samples, truth, mask, seconds, **extra):
@@ -159,7 +159,7 @@ def motions_rows(args):
         loss = -exact_log_likelihood(linear_vpf, train.x, train.times, ~train_hidden).sum()
         loss.backward()
         optimizer.step()
-    linear_vpf.requires_grad_(False)
+    linear_vpf.requires_grad_(False).eval()
     lg_seconds = time.perf_counter() - tic
     print("  motions / lg-vpf: trained", flush=True)
 
