@@ -222,3 +222,12 @@ def test_known_periods_are_exact_fixed_features(float64):
     assert flow.condition(times)(y).shape == (3, 5, 2)
     with pytest.raises(ValueError, match="periods"):
         FourierTimeEmbedding(8, periods=(0.0,))
+
+
+def test_periodic_only_embedding_repeats_exactly():
+    embedding = FourierTimeEmbedding(0, periods=(1.0,))
+    assert embedding.output_dim == 2 and not list(embedding.parameters())
+    t = torch.tensor([0.3, 7.1])
+    assert torch.allclose(embedding(t), embedding(t + 40.0), atol=1e-4)
+    with pytest.raises(ValueError, match="embed_dim"):
+        FourierTimeEmbedding(0)

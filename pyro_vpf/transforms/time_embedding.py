@@ -22,8 +22,12 @@ class FourierTimeEmbedding(nn.Module):
     extrapolate without drift beyond the training times (a learned frequency a few percent
     off would be out of phase after a few dozen cycles).
 
+    With ``embed_dim=0`` and known periods the embedding is exactly periodic: a flow conditioned
+    on it is defined the same way at any time, however far beyond the training times (what a
+    long forecast needs; learned features take phases never seen in training there).
+
     Args:
-        embed_dim (int): number of learned features, even.
+        embed_dim (int): number of learned features, even (0 allowed with ``periods``).
         time_scale (float): the time unit of the data (e.g. the training horizon).
         learnable (bool): learn frequencies and phases (default) or keep them fixed.
         periods (tuple of float): known periods, each > 0.
@@ -33,13 +37,14 @@ class FourierTimeEmbedding(nn.Module):
 
     def __init__(self, embed_dim=16, time_scale=1.0, learnable=True, periods=()):
         super().__init__()
-        if embed_dim < 2 or embed_dim % 2:
-            raise ValueError(f"embed_dim must be an even integer >= 2, got {embed_dim}")
-        if not time_scale > 0:
-            raise ValueError(f"time_scale must be positive, got {time_scale}")
         periods = tuple(float(p) for p in periods)
         if not all(p > 0 for p in periods):
             raise ValueError(f"periods must all be positive, got {periods}")
+        if embed_dim < (0 if periods else 2) or embed_dim % 2:
+            raise ValueError(f"embed_dim must be an even integer >= 2 (>= 0 with known periods), "
+                             f"got {embed_dim}")
+        if not time_scale > 0:
+            raise ValueError(f"time_scale must be positive, got {time_scale}")
         self.embed_dim = embed_dim
         self.output_dim = embed_dim + 2 * len(periods)
         self.time_scale = float(time_scale)
@@ -48,7 +53,7 @@ class FourierTimeEmbedding(nn.Module):
         cycles = torch.logspace(math.log10(0.25), math.log10(16.0), n)
         frequency = 2 * math.pi * cycles
         phase = torch.zeros(n)
-        if learnable:
+        if learnable and n:
             self.frequency = nn.Parameter(frequency)
             self.phase = nn.Parameter(phase)
         else:
