@@ -10,8 +10,10 @@ central 50 % and 90 % intervals.
   trigonometric seasonal (3 harmonics), fitted by maximum likelihood on the history
   (``pyro_vpf.evaluation.structural_forecast``) -- the model a practitioner reaches for: its
   trend and season are exactly the structure of this series;
-* ``vpf``: a VPF on the standardised windows (104 weeks, stride 26) with the affine guide, a
-  known yearly period in its time embedding, forecasting from the last window of history;
+* ``vpf``: a VPF on the standardised windows (104 weeks, stride 26) with the affine guide,
+  forecasting from the last window of history; its latent flow is conditioned on the yearly
+  period alone (``time_periods=(1.0,)``, ``time_embed_dim=0``), so it is defined the same way
+  in the forecast years as in training (learned time features would take unseen phases there);
 * ``vpf+trend``: the same VPF on the residual of a linear trend fitted to the last 10 years of
   the history (``PolynomialTrend``; a local linear trend, as the baseline's), the trend added
   back to every draw: an OU path is mean-reverting and cannot extrapolate a trend on its own.
@@ -212,8 +214,8 @@ def main(argv=None):
     parser.add_argument("--co2-steps", type=int, default=None, help="(1000)")
     parser.add_argument("--co2-window", type=int, default=104)
     parser.add_argument("--co2-latent-dim", type=int, default=2)
-    parser.add_argument("--co2-time-embed-dim", type=int, default=16,
-                        help="learned time features besides the yearly period")
+    parser.add_argument("--co2-time-embed-dim", type=int, default=0,
+                        help="learned time features besides the yearly period (0: periodic only)")
     parser.add_argument("--trend-years", type=float, default=10.0,
                         help="history span of the linear trend of vpf+trend")
     parser.add_argument("--motions-steps", type=int, default=None, help="(1000)")
