@@ -4,6 +4,7 @@ import pyro
 import torch
 from pyro import poutine
 
+from pyro_vpf.evaluation.scores import forecast_scores
 from pyro_vpf.sites import Z0, X, Z
 from pyro_vpf.validation import check_sequences, check_times
 
@@ -125,6 +126,8 @@ def forecast_series(model, guide, history, future_times, *, context=None, num_sa
 def predictive_coverage(draws, truth, held_out, levels=(0.5, 0.9)):
     r"""Share of held-out entries inside the central predictive intervals.
 
+    The coverage part of :func:`~pyro_vpf.evaluation.forecast_scores`.
+
     Args:
         draws: ``(S, ..., Dx)`` predictive draws.
         truth: ``(..., Dx)`` true values.
@@ -134,14 +137,4 @@ def predictive_coverage(draws, truth, held_out, levels=(0.5, 0.9)):
     Returns:
         dict: ``{level: coverage}``.
     """
-    held_out = held_out.expand(truth.shape)
-    if not bool(held_out.any()):
-        raise ValueError("held_out selects no entry")
-    out = {}
-    for level in levels:
-        q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=draws.dtype,
-                         device=draws.device)
-        lo, hi = torch.quantile(draws, q, dim=0)
-        inside = (truth >= lo) & (truth <= hi)
-        out[level] = float(inside[held_out].float().mean())
-    return out
+    return forecast_scores(draws, truth, held_out, levels).coverage
