@@ -1,11 +1,14 @@
 r"""The affine guide: a time-adaptive Gaussian posterior over the latent path."""
 
+from functools import partial
+
 import pyro
 import torch
 from pyro import poutine
 from pyro.distributions import Normal
 from torch import nn
 
+from pyro_vpf.distributions import GaussianMarginals
 from pyro_vpf.nn import GRUEncoder, LocalTimeAttention, normalised_time
 from pyro_vpf.plates import sequence_plate
 from pyro_vpf.sites import Z0, Z
@@ -27,7 +30,9 @@ class AffineGuide(nn.Module):
 
     Call signature and sites are the model's: ``guide(x, times, mask=None)`` samples
     ``"z0"`` (event ``(Dz,)``) and ``"z"`` (event ``(K, Dz)``) inside the plate over
-    sequences.
+    sequences. The ``"z"`` site is a :class:`~pyro_vpf.distributions.GaussianMarginals`: it
+    carries :math:`t \mapsto (m(t), s(t))` for the whole interval, which is what
+    :class:`~pyro_vpf.infer.SDEMatchingELBO` needs to train a latent SDE with this guide.
 
     Args:
         obs_dim (int): :math:`D_x`.
@@ -49,16 +54,25 @@ class AffineGuide(nn.Module):
             nn.Linear(hidden_dim + 1, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, 2 * latent_dim)
         )
 
-    def _marginals(self, x, times, mask, query):
-        B = x.shape[0]
+    def _encode(self, x, times, mask):
+        """Encoder outputs a query needs: ``(steps, summary, grid, present)``."""
         steps, summary = self.encoder(x, times, mask)
+        present = None if mask is None else mask.any(-1)
+        return steps, summary, times, present
+
+    def _head(self, encoded, query):
+        """:math:`(m(t), s(t))` at ``query (B, Q)`` from :meth:`_encode`'s outputs."""
+        steps, summary, times, present = encoded
+        B = steps.shape[0]
         grid, tau = normalised_time(times, query)
         grid, tau = grid.expand(B, -1), tau.expand(B, -1)
-        present = None if mask is None else mask.any(-1)
         pooled = self.attention(grid, steps, present, tau)
         features = torch.cat([summary.unsqueeze(1) + pooled, tau.unsqueeze(-1)], dim=-1)
         loc, raw_scale = self.head(features).chunk(2, dim=-1)
         return loc, nn.functional.softplus(raw_scale) + self.min_scale
+
+    def _marginals(self, x, times, mask, query):
+        return self._head(self._encode(x, times, mask), query)
 
     def posterior(self, x, times, query_times, mask=None):
         r"""Posterior mean and scale of :math:`z(t)` at any query times.
@@ -88,7 +102,9 @@ class AffineGuide(nn.Module):
         )
         pyro.module("affine_guide", self)
         with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
-            loc, scale = self._marginals(xb, tb, mb, tb)
+            encoded = self._encode(xb, tb, mb)
+            loc, scale = self._head(encoded, tb)
             with poutine.scale(scale=kl_weight):
                 pyro.sample(Z0, Normal(loc[:, 0], scale[:, 0]).to_event(1))
-                pyro.sample(Z, Normal(loc[:, 1:], scale[:, 1:]).to_event(2))
+                pyro.sample(Z, GaussianMarginals(loc[:, 1:], scale[:, 1:],
+                                                 partial(self._head, encoded)))

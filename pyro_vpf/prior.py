@@ -12,14 +12,72 @@ from pyro_vpf.sites import Z0, Z
 from pyro_vpf.transforms import TimeConditionedFlow
 from pyro_vpf.validation import check_times
 
-__all__ = ["LatentPathPrior"]
+__all__ = ["LatentPathPrior", "PathPrior"]
 
 
 def _inverse_softplus(value):
     return value + torch.log(-torch.expm1(-value))
 
 
-class LatentPathPrior(nn.Module):
+class PathPrior(nn.Module):
+    r"""What every latent path prior of the collection shares.
+
+    A subclass defines ``latent_dim``, a parameter ``init_loc`` (its dtype and device are the
+    prior's), :meth:`initial_distribution` :math:`p(z_0)` and
+    :meth:`path_distribution` :math:`p(z_{1:K} \mid z_0)` at given times; this base turns them
+    into the sample sites of a Pyro program and into plain samples.
+    """
+
+    def initial_distribution(self):
+        raise NotImplementedError
+
+    def path_distribution(self, z0, times):
+        raise NotImplementedError
+
+    def pyro_sample(self, times, kl_weight=1.0):
+        r"""Draw the path inside a Pyro program: sites ``"z0"`` then ``"z"`` given it.
+
+        The building block of every sequence model of the collection (and of users' own): call
+        it inside the plate over sequences with that subsample's ``times``; the sites carry the
+        names and shapes the guides produce (:mod:`pyro_vpf.sites`) and are scaled by
+        ``kl_weight`` (:math:`\beta`, ``poutine.scale``).
+
+        Returns:
+            torch.Tensor: the whole path :math:`z_{0:K}`, ``(..., K+1, Dz)``.
+        """
+        with poutine.scale(scale=kl_weight):
+            z0 = pyro.sample(Z0, self.initial_distribution())
+            z = pyro.sample(Z, self.path_distribution(z0, times))
+        return torch.cat([z0.unsqueeze(-2), z], dim=-2)
+
+    def sample(self, times, num_samples=1):
+        r"""Draw latent paths at ``times``: :math:`z_0 \sim p(z_0)`, then the path given it.
+
+        Reparameterised where the path distribution is (the VPF's: one pass, no loop over
+        time, no solver); wrap in ``torch.no_grad()`` when gradients are not needed.
+
+        Args:
+            times (torch.Tensor): strictly increasing, ``(K+1,)`` or per path ``(B, K+1)``,
+                any length and spacing.
+            num_samples (int): number of paths (per row of ``times``).
+
+        Returns:
+            torch.Tensor: ``z`` of shape ``(num_samples, K+1, Dz)`` or
+            ``(num_samples, B, K+1, Dz)``.
+        """
+        check_times(times, self.init_loc)
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
+        shape = (int(num_samples),) + times.shape[:-1]
+        z0 = self.initial_distribution().rsample(shape)
+        if times.shape[-1] == 1:
+            return z0.unsqueeze(-2)
+        path = self.path_distribution(z0, times)
+        z = path.rsample() if path.has_rsample else path.sample()
+        return torch.cat([z0.unsqueeze(-2), z], dim=-2)
+
+
+class LatentPathPrior(PathPrior):
     r"""Prior over a latent path :math:`z_{0:K}` at arbitrary times :math:`t_{0:K}`.
 
     .. math::
@@ -101,22 +159,6 @@ class LatentPathPrior(nn.Module):
         base = OUPath(y0, times, self.ou_mean, self.ou_rate, self.ou_scale)
         return TransformedDistribution(base, self.flow.condition(times[..., 1:]))
 
-    def pyro_sample(self, times, kl_weight=1.0):
-        r"""Draw the path inside a Pyro program: sites ``"z0"`` then ``"z"`` given it.
-
-        The building block of every sequence model of the collection (and of users' own): call
-        it inside the plate over sequences with that subsample's ``times``; the sites carry the
-        names and shapes the guides produce (:mod:`pyro_vpf.sites`) and are scaled by
-        ``kl_weight`` (:math:`\beta`, ``poutine.scale``).
-
-        Returns:
-            torch.Tensor: the whole path :math:`z_{0:K}`, ``(..., K+1, Dz)``.
-        """
-        with poutine.scale(scale=kl_weight):
-            z0 = pyro.sample(Z0, self.initial_distribution())
-            z = pyro.sample(Z, self.path_distribution(z0, times))
-        return torch.cat([z0.unsqueeze(-2), z], dim=-2)
-
     def log_prob(self, z, times):
         r""":math:`\log p(z_{0:K})` for ``z (..., K+1, Dz)`` at ``times (..., K+1)``."""
         check_times(times, self.init_loc)
@@ -129,30 +171,3 @@ class LatentPathPrior(nn.Module):
         if times.shape[-1] > 1:
             log_p = log_p + self.path_distribution(z[..., 0, :], times).log_prob(z[..., 1:, :])
         return log_p
-
-    def sample(self, times, num_samples=1):
-        r"""Draw latent paths at ``times`` in one pass: no loop over time, no solver.
-
-        :math:`z_0` from :math:`p(z_0)`, :math:`y_0 = f_{t_0}^{-1}(z_0)`, the OU path by a
-        parallel scan, and :math:`f_{t_k}` applied to every point in one batched call.
-        Reparameterised (differentiable in the parameters); wrap in ``torch.no_grad()``
-        when gradients are not needed.
-
-        Args:
-            times (torch.Tensor): strictly increasing, ``(K+1,)`` or per path ``(B, K+1)``,
-                any length and spacing.
-            num_samples (int): number of paths (per row of ``times``).
-
-        Returns:
-            torch.Tensor: ``z`` of shape ``(num_samples, K+1, Dz)`` or
-            ``(num_samples, B, K+1, Dz)``.
-        """
-        check_times(times, self.init_loc)
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
-        shape = (int(num_samples),) + times.shape[:-1]
-        z0 = self.initial_distribution().rsample(shape)
-        if times.shape[-1] == 1:
-            return z0.unsqueeze(-2)
-        z = self.path_distribution(z0, times).rsample()
-        return torch.cat([z0.unsqueeze(-2), z], dim=-2)
