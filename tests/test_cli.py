@@ -124,3 +124,19 @@ def test_real_data_benchmark_runs_and_writes_json(tmp_path):
         assert r["crps"] > 0 and 0 <= r["cov90"] <= 1
     structural = record["co2"][0]
     assert structural["crps"] < 2.0 and structural["cov90"] > 0.8  # a sound baseline
+
+
+@pytest.mark.slow
+def test_vpf_vs_sde_benchmark_runs_and_writes_json(tmp_path):
+    out = tmp_path / "vpf_vs_sde.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_vpf_vs_sde.py"), "--quick",
+           "--steps", "3", "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert [r["model"] for r in record["rows"]][:2] == ["vpf", "sde"]
+    for r in record["rows"]:
+        assert r["mse"] > 0 and 0 <= r["cov90"] <= 1 and r["step_ms"] > 0
+        assert (r["iw"] is None) == (r["model"] == "sde")  # no path density for the SDE
+    assert [s["points"] for s in record["sampling"]] == [11, 51]
+    assert all(s["vpf_ms"] > 0 and s["sde_ms"] > 0 for s in record["sampling"])
