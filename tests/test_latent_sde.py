@@ -265,6 +265,12 @@ class ExactMarginalGuide:
         var = self._kernel(query, query) - (gain * cross).sum(-1)
         return loc.unsqueeze(-1), var.sqrt().unsqueeze(-1)
 
+    def posterior_cov(self, s, t):
+        """Cov(z(s), z(t) | x) for scalar times s, t."""
+        ks = self.c * self._kernel(s, self.times)
+        kt = self.c * self._kernel(t, self.times)
+        return self._kernel(s, t) - ks @ torch.linalg.solve(self.cov_x, kt)
+
     def __call__(self, x, times, mask=None, **kwargs):
         B = x.shape[0]
         loc, scale = self.marginal(times.expand(B, -1))
@@ -393,3 +399,27 @@ def test_forecast_and_posterior_predictive_run_through_the_solver():
     assert out["z"].shape == (6, 4, 5, 2) and out["x"].shape == (6, 4, 5, 3)
     draws = posterior_predictive(model, guide, x, times, num_samples=6)
     assert torch.isfinite(draws["x"]).all()
+
+
+@pytest.mark.slow
+def test_posterior_paths_have_the_exact_posterior_marginals_and_correlations():
+    """1-D OU prior, exact posterior marginals: the posterior SDE's paths must have them, and
+    (the posterior process being fixed by its marginals and diffusion in 1-D) the two-time
+    covariance of the exact posterior, which no marginal-only sampler reproduces."""
+    model, x, times, _, params = _linear_problem(B=1)
+    guide = ExactMarginalGuide(x, times, *params)
+    query = torch.tensor([0.2, 0.45, 0.8, 1.1, 1.9], dtype=D64)
+    n = 2000
+    z, draws = model.sample_posterior(guide, x, times, query, num_samples=n, dt=0.005)
+    assert z.shape == (n, 1, 5, 1) and draws.shape == (n, 1, 5, 1)
+    path = z[:, 0, :, 0]
+    loc, scale = (v[0, :, 0] for v in guide.marginal(query.unsqueeze(0)))
+    assert ((path.mean(0) - loc).abs() < 4 * scale / math.sqrt(n) + 0.01).all()
+    assert ((path.var(0) / scale**2 - 1).abs() < 4 * math.sqrt(2 / n) + 0.02).all()
+    for i, j in [(0, 1), (1, 2), (2, 3)]:
+        sample_cov = ((path[:, i] - path[:, i].mean()) * (path[:, j] - path[:, j].mean())).mean()
+        exact = guide.posterior_cov(query[i], query[j])
+        assert abs(sample_cov - exact) < 4 * float(scale[i] * scale[j]) / math.sqrt(n) + 0.003
+        assert exact > 0.015  # what independent draws from the marginals (0) would miss
+    with pytest.raises(ValueError, match="GaussianMarginals"):
+        model.sample_posterior(MarkovGuide(1, 1, 8).double(), x, times, query)
