@@ -1,23 +1,43 @@
 
+import math
+
+import pytest
 import torch
 
 from pyro_vpf.nn import GRUEncoder, LocalTimeAttention
 
 
 def naive_local_attention(grid, contexts, present, query, window, sharpness):
-    """Per query: the `window` nearest grid points by position, softmax of the kernel."""
+    """Per query: its fractional grid position p, the indices i with |i - p| < W/2 (W
+    consecutive ones), softmax of the kernel times the taper cos^2(pi (i - p) / W)."""
     B, K1, H = contexts.shape
     out = torch.empty(B, query.shape[1], H)
     W = min(window, K1)
     for b in range(B):
+        g = grid[b].tolist()
         for q in range(query.shape[1]):
-            pos = int((grid[b] < query[b, q]).sum())  # insertion index (searchsorted, left)
-            start = min(max(pos - W // 2, 0), K1 - W)
-            idx = list(range(start, start + W))
-            logits = torch.tensor([-(sharpness * (grid[b, j] - query[b, q])) ** 2 for j in idx])
+            t = float(query[b, q])
+            if t <= g[0]:
+                p = 0.0
+            elif t >= g[-1]:
+                p = K1 - 1.0
+            else:
+                j = max(i for i in range(K1) if g[i] < t)
+                p = j + (t - g[j]) / (g[j + 1] - g[j])
+            if W == K1:
+                idx, taper = list(range(K1)), [1.0] * K1
+            elif W == 1:
+                idx, taper = [min(range(K1), key=lambda i: abs(g[i] - t))], [1.0]
+            else:
+                start = min(max(math.floor(p - W / 2) + 1, 0), K1 - W)
+                idx = list(range(start, start + W))
+                taper = [math.cos(math.pi * (i - p) / W) ** 2 if abs(i - p) < W / 2 else 0.0
+                         for i in idx]
+            logits = torch.tensor([-(sharpness * (g[j] - t)) ** 2 for j in idx])
             if present is not None:
                 logits -= 30.0 * torch.tensor([0.0 if present[b, j] else 1.0 for j in idx])
-            w = torch.softmax(logits, 0)
+            w = torch.softmax(logits, 0) * torch.tensor(taper)
+            w = w / w.sum()
             out[b, q] = (w[:, None] * contexts[b, idx]).sum(0)
     return out
 
@@ -35,6 +55,24 @@ def test_local_attention_matches_naive_definition():
         assert torch.allclose(att(grid, contexts, present, query), expected, atol=1e-5)
         att.dense_max_points = 0  # the gathered-window path computes the same thing
         assert torch.allclose(att(grid, contexts, present, query), expected, atol=1e-5)
+
+
+# torch's first forward-mode call compiles decompositions with the deprecated torch.jit.script
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*is deprecated:DeprecationWarning")
+def test_pooled_context_is_continuous_in_the_query_time():
+    """Sliding windows must not jump: between neighbouring query times the pooled context moves
+    by at most (its largest time derivative) x step, across every window shift of an irregular
+    grid (a jump J would show as J / step; the derivative itself may kink at grid times)."""
+    torch.manual_seed(2)
+    grid = torch.sort(torch.rand(1, 30, dtype=torch.float64), dim=-1).values
+    contexts = torch.randn(1, 30, 4, dtype=torch.float64)
+    att = LocalTimeAttention(6, init_sharpness=5.0).double()
+    query = torch.linspace(-0.1, 1.1, 24001, dtype=torch.float64).unsqueeze(0)
+    pooled, rate = torch.func.jvp(lambda q: att(grid, contexts, None, q), (query,),
+                                  (torch.ones_like(query),))
+    step = float(query[0, 1] - query[0, 0])
+    assert torch.isfinite(rate).all()
+    assert pooled.diff(dim=1).abs().max() / step <= 1.01 * rate.abs().max()
 
 
 def test_full_window_is_dense_softmax_attention():

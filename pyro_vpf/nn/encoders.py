@@ -71,11 +71,13 @@ class LocalTimeAttention(nn.Module):
         w = \operatorname{softmax}_j\!\left(-(L(\tau_j - \tau))^2\right),
 
     over :math:`N_W(\tau)`, the ``window`` grid points nearest to :math:`\tau` (found by
-    binary search on the sorted grid). Each query costs :math:`O(W H)`, so all
-    :math:`K+1` queries cost :math:`O(K W H)`, linear in :math:`K` — never a
-    :math:`K \times K \times H` tensor. Grid points that are entirely unobserved are
-    down-weighted by :math:`e^{-30}` (kept only when a window holds nothing else). The
-    sharpness :math:`L` is learned, in units of the sequence's normalised time.
+    binary search on the sorted grid), each weight multiplied by a taper that falls smoothly
+    to zero at the window's edge (renormalised), so that the pooled context is continuous in
+    :math:`\tau`, with a bounded derivative, as the window slides along the grid. Each query
+    costs :math:`O(W H)`, so all :math:`K+1` queries cost :math:`O(K W H)`, linear in
+    :math:`K` — never a :math:`K \times K \times H` tensor. Grid points that are entirely
+    unobserved are down-weighted by :math:`e^{-30}` (kept only when a window holds nothing
+    else). The sharpness :math:`L` is learned, in units of the sequence's normalised time.
 
     Shapes: ``grid (B, K+1)`` sorted, ``contexts (B, K+1, H)``, ``present (B, K+1)`` bool or
     ``None``, ``query (B, Q)`` -> ``(B, Q, H)``.
@@ -96,17 +98,53 @@ class LocalTimeAttention(nn.Module):
     def forward(self, grid, contexts, present, query):
         B, K1, H = contexts.shape
         W = min(self.window, K1)
-        position = torch.searchsorted(grid.contiguous(), query.contiguous())
-        start = (position - W // 2).clamp(0, K1 - W)
-        index = start.unsqueeze(-1) + torch.arange(W, device=grid.device)  # (B, Q, W)
+        index, taper = _window(grid, query, W)
         neighbours = torch.gather(grid, 1, index.flatten(1)).view(index.shape)
         logits = -(self.log_sharpness.exp() * (neighbours - query.unsqueeze(-1))).square()
         if present is not None:
             absent = ~torch.gather(present, 1, index.flatten(1)).view(index.shape)
             logits = logits - 30.0 * absent.to(logits.dtype)
-        weights = torch.softmax(logits, dim=-1)
+        if taper is None:
+            weights = torch.softmax(logits, dim=-1)
+        else:  # softmax of the logits, times the taper, renormalised
+            top = logits.masked_fill(taper == 0, -math.inf).amax(-1, keepdim=True).detach()
+            weights = taper * torch.exp(logits - top)
+            weights = weights / weights.sum(-1, keepdim=True)
         if K1 <= self.dense_max_points:
             banded = weights.new_zeros(index.shape[:2] + (K1,)).scatter_add(2, index, weights)
             return banded @ contexts
         windows = torch.gather(contexts, 1, index.flatten(1).unsqueeze(-1).expand(-1, -1, H))
         return (weights.unsqueeze(-1) * windows.view(index.shape + (H,))).sum(-2)
+
+
+def _window(grid, query, W):
+    r"""The ``W`` grid indices around each query and their taper (``None``: no taper).
+
+    With :math:`p` the query's fractional grid position (linear between grid times, clamped to
+    :math:`[0, K]`), the window holds every index :math:`i` with :math:`|i - p| < W/2`, and the
+    taper :math:`h = \cos^2(\pi (i - p) / W)` vanishes, with its slope, where an index enters or
+    leaves it. The pooled context is then continuous in the query time, with a bounded
+    derivative (which kinks at grid times, where :math:`p` changes slope): what a posterior
+    drift :math:`\dot m(t)` needs. Without a taper: a window covering the
+    whole grid (never moves), or ``W = 1`` (the nearest point).
+    """
+    B, K1 = grid.shape
+    if W == K1:
+        index = torch.arange(K1, device=grid.device).expand(query.shape + (K1,))
+        return index, None
+    position = torch.searchsorted(grid.contiguous(), query.contiguous())
+    if W == 1:
+        nearest = position.clamp(1, K1 - 1)
+        left = torch.gather(grid, 1, nearest - 1)
+        right = torch.gather(grid, 1, nearest)
+        nearest = torch.where(query - left <= right - query, nearest - 1, nearest)
+        return nearest.unsqueeze(-1), None
+    upper = position.clamp(1, K1 - 1)
+    lo, hi = torch.gather(grid, 1, upper - 1), torch.gather(grid, 1, upper)
+    p = (upper - 1) + ((query - lo) / (hi - lo)).clamp(0, 1)
+    start = (torch.floor(p - W / 2).long() + 1).clamp(0, K1 - W)
+    index = start.unsqueeze(-1) + torch.arange(W, device=grid.device)  # (B, Q, W)
+    offset = index.to(p.dtype) - p.unsqueeze(-1)
+    taper = torch.where(offset.abs() < W / 2, torch.cos(math.pi * offset / W).square(),
+                        torch.zeros_like(offset))
+    return index, taper
