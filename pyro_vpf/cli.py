@@ -19,7 +19,16 @@ _TRAIN_FLAGS = {
     "num_sequences": "num_sequences", "num_points": "num_points", "t_end": "t_end",
     "missing_rate": "missing_rate", "particles": "num_particles", "elbo": "elbo",
     "kl_anneal_steps": "kl_anneal_steps", "checkpoint_every": "checkpoint_every",
-    "seed": "seed",
+    "seed": "seed", "devices": "devices", "num_nodes": "num_nodes", "strategy": "strategy",
+}
+
+# Help of the flags whose default alone does not say what they do.
+_HELP = {
+    "devices": "processes per node (GPUs with --device cuda, else CPU processes); more than 1 "
+               "trains with Lightning's DDP (the `distributed` extra); default 1",
+    "num_nodes": "nodes of a multi-node run (launched by torchrun or srun); default 1",
+    "strategy": "Lightning strategy, e.g. ddp or ddp_spawn; naming one trains through "
+                "pyro_vpf.infer.lightning.fit_distributed (default: ddp when --devices > 1)",
 }
 
 
@@ -31,7 +40,7 @@ def _add_train_arguments(parser):
     for flag, name in _TRAIN_FLAGS.items():
         default = defaults[name]
         parser.add_argument(f"--{flag.replace('_', '-')}", dest=name, type=type(default),
-                            default=None, help=f"default {default}")
+                            default=None, help=_HELP.get(flag, f"default {default}"))
     parser.add_argument("--guide", dest="guide", choices=list(GUIDES),
                         default=None, help=f"posterior family (default {defaults['guide']})")
     parser.add_argument("--irregular", action="store_true",
@@ -105,6 +114,8 @@ def main(argv=None):
 
     if args.command in ("train", "demo"):
         summary = workflow.train(_config(args), args.out_dir, resume=args.resume)
+        if summary is None:  # another process of a distributed run: rank 0 reports
+            return 0
         _print_summary(summary)
         written = "loss.png samples.png reconstruction.png summary.json checkpoint.pt"
         if args.command == "demo":

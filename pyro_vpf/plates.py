@@ -20,7 +20,10 @@ def sequence_plate(x, times, mask, num_sequences, batch_size=None):
         tuple: ``(x, times, mask)`` restricted to the subsample (``x`` or ``mask`` may be
         ``None``; shared ``(K+1,)`` times are passed through).
     """
-    with pyro.plate(SEQUENCES, num_sequences, subsample_size=batch_size, dim=-1) as idx:
+    # the subsample indices live on the data's device (Pyro's default is torch's default one)
+    device = times.device if x is None else x.device
+    with pyro.plate(SEQUENCES, num_sequences, subsample_size=batch_size, dim=-1,
+                    device=device) as idx:
         yield (None if x is None else x[idx],
                times[idx] if times.dim() == 2 else times,
                None if mask is None else mask[idx])

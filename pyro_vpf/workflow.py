@@ -9,7 +9,7 @@ import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 
@@ -49,6 +49,21 @@ class TrainConfig:
     eval_particles: int = 16
     seed: int = 0
     device: str = "cpu"
+    # data-parallel training (pyro_vpf.infer.lightning.fit_distributed, `distributed` extra)
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = ""
+
+    def __post_init__(self):
+        for name in ("devices", "num_nodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def distributed(self):
+        """Whether the run trains with :func:`~pyro_vpf.infer.lightning.fit_distributed`:
+        more than one device or node, or a Lightning strategy named."""
+        return self.devices > 1 or self.num_nodes > 1 or bool(self.strategy)
 
     @classmethod
     def fast(cls, **overrides):
@@ -129,8 +144,14 @@ def load_run(out_dir, device=None):
 def train(config, out_dir, resume=False, progress=True):
     """Fit the VPF with the configured guide; write the checkpoint, figures and summary.
 
+    With ``config.distributed`` the fit is :func:`~pyro_vpf.infer.lightning.fit_distributed`
+    on ``config.devices`` × ``config.num_nodes`` processes of the accelerator of
+    ``config.device`` (data and modules start on the CPU; each process moves its shards);
+    only the process of global rank 0 writes files and evaluates.
+
     Returns:
-        dict: the summary (also written to ``summary.json``).
+        dict: the summary (also written to ``summary.json``); ``None`` in the other
+        processes of a distributed run.
     """
     import pyro
 
@@ -140,33 +161,57 @@ def train(config, out_dir, resume=False, progress=True):
     paths = _paths(out_dir)
     if resume and not os.path.exists(paths["checkpoint.pt"]):
         raise FileNotFoundError(f"nothing to resume: {paths['checkpoint.pt']} does not exist")
-    with open(paths["config.json"], "w") as f:
-        json.dump(asdict(config), f, indent=2)
+    placement = config
+    if config.distributed:
+        from pyro_vpf.infer.lightning import fit_distributed, is_global_zero
+
+        placement = replace(config, device="cpu")
+    if not config.distributed or is_global_zero():
+        with open(paths["config.json"], "w") as f:
+            json.dump(asdict(config), f, indent=2)
     pyro.clear_param_store()
     pyro.set_rng_seed(config.seed)
-    train_data, test_data = load_data(config)
-    model, guide = build(config, train_data.obs_dim)
+    train_data, test_data = load_data(placement)
+    model, guide = build(placement, train_data.obs_dim)
     evaluations = []
     eval_every = max(1, config.num_steps // 10)
+    held_out = {}
 
     def evaluate_now(step, history):
         if (step + 1) % eval_every == 0 or step + 1 == config.num_steps:
+            device = next(model.parameters()).device  # where the training process has it
+            if device not in held_out:
+                held_out[device] = test_data.to(device)
+            data = held_out[device]
             state = torch.get_rng_state()  # evaluation draws must not change training's
             evaluations.append((step + 1, elbo_per_point(
-                model, guide, test_data.x, test_data.times, test_data.mask,
-                num_particles=4, batch_size=256)))
+                model, guide, data.x, data.times, data.mask, num_particles=4, batch_size=256)))
             torch.set_rng_state(state)
 
-    start = time.perf_counter()
-    history = fit(
-        model, guide, train_data.x, train_data.times, train_data.mask,
-        num_steps=config.num_steps, batch_size=min(config.batch_size, len(train_data)),
-        lr=config.lr, num_particles=config.num_particles, elbo=config.elbo,
-        clip_norm=config.clip_norm, kl_anneal_steps=config.kl_anneal_steps,
+    settings = dict(
+        num_steps=config.num_steps, lr=config.lr, num_particles=config.num_particles,
+        elbo=config.elbo, clip_norm=config.clip_norm, kl_anneal_steps=config.kl_anneal_steps,
         checkpoint_path=paths["checkpoint.pt"], checkpoint_every=config.checkpoint_every,
         resume=paths["checkpoint.pt"] if resume else None, progress=progress,
         callback=evaluate_now,
     )
+    start = time.perf_counter()
+    if config.distributed:
+        world = config.devices * config.num_nodes
+        batch_size = min(config.batch_size, len(train_data))
+        history = fit_distributed(
+            model, guide, train_data.x, train_data.times, train_data.mask,
+            batch_size=max(world, batch_size - batch_size % world), devices=config.devices,
+            num_nodes=config.num_nodes, strategy=config.strategy or "ddp",
+            accelerator=torch.device(config.device).type, seed=config.seed, **settings)
+        if not is_global_zero():
+            return None
+        model.to(config.device)
+        guide.to(config.device)
+        train_data, test_data = train_data.to(config.device), test_data.to(config.device)
+    else:
+        history = fit(model, guide, train_data.x, train_data.times, train_data.mask,
+                      batch_size=min(config.batch_size, len(train_data)), **settings)
     wall = time.perf_counter() - start
     summary = evaluate_run(config, model, guide, train_data, test_data, history)
     summary.update({"train_seconds": wall, "held_out_during_training": evaluations})

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import pathlib
 import subprocess
@@ -140,3 +141,47 @@ def test_vpf_vs_sde_benchmark_runs_and_writes_json(tmp_path):
         assert (r["iw"] is None) == (r["model"] == "sde")  # no path density for the SDE
     assert [s["points"] for s in record["sampling"]] == [11, 51]
     assert all(s["vpf_ms"] > 0 and s["sde_ms"] > 0 for s in record["sampling"])
+
+
+needs_lightning = pytest.mark.skipif(importlib.util.find_spec("lightning") is None,
+                                     reason="needs the `distributed` extra (lightning)")
+
+
+@pytest.mark.slow
+@needs_lightning
+def test_train_on_two_processes_then_sample_and_evaluate(tmp_path, capsys):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pyro_vpf", "train", "--fast", "--devices", "2", "--device",
+           "cpu", "--out-dir", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("train_elbo_per_point") == 1  # rank 0 alone reports
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["config"]["devices"] == 2
+    assert len(summary["held_out_during_training"]) > 0
+    # the Lightning checkpoint serves sample and evaluate like a checkpoint of fit
+    assert main(["sample", "--out-dir", str(out), "--points", "101", "--num-samples", "3"]) == 0
+    assert main(["evaluate", "--out-dir", str(out)]) == 0
+    assert "forecast_mse" in capsys.readouterr().out
+
+
+def test_train_rejects_fewer_than_one_device(tmp_path):
+    with pytest.raises(ValueError, match="devices"):
+        main(["train", "--fast", "--devices", "0", "--out-dir", str(tmp_path)])
+
+
+@pytest.mark.slow
+@needs_lightning
+def test_scaling_benchmark_runs_and_writes_json(tmp_path):
+    out = tmp_path / "scaling.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_scaling.py"), "--quick",
+           "--threads", "1", "--no-gpu", "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "speed-up cpu: x2/x1" in result.stdout
+    record = json.loads(out.read_text())
+    assert [(r["setting"], r["processes"]) for r in record["rows"]] == [
+        ("fit (SVI)", 1), ("lightning x1", 1), ("lightning x2", 2)]
+    assert all(r["sequences_per_second"] > 0 for r in record["rows"])
+    assert record["speedup_2_over_1"]["cpu: x2/x1"] > 0

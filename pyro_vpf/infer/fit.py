@@ -72,18 +72,46 @@ def save_checkpoint(path, model, guide, optimizer, step, history, config=None):
     os.replace(tmp, path)
 
 
+def _drop_module_params(store):
+    for name in [n for n in store.keys() if _module_params(n)]:
+        del store[name]
+
+
+def _is_lightning_checkpoint(state):
+    return "state_dict" in state and "pytorch-lightning_version" in state
+
+
+def _load_lightning_state(state, model, guide):
+    """Model, guide and history of a checkpoint of an ``SVIModule`` (Lightning's format)."""
+    weights = state["state_dict"]
+    for prefix, module in (("model.", model), ("guide.", guide)):
+        module.load_state_dict({name[len(prefix):]: value for name, value in weights.items()
+                                if name.startswith(prefix)})
+    extra = weights.get("_extra_state", {})
+    return state["global_step"], FitHistory(**extra.get("history", {})), extra.get("config", {})
+
+
 def load_checkpoint(path, model, guide, optimizer=None, map_location=None):
     """Restore what :func:`save_checkpoint` wrote. Returns ``(step, history, config)``.
 
     Module parameters are copied into the existing tensors, which ``pyro.module``
     registers again on the next call; free parameters go back into the param store.
+    A checkpoint of :func:`pyro_vpf.infer.lightning.fit_distributed` (Lightning's format)
+    loads too, into model and guide (it has no optimiser state for ``optimizer``: resume
+    such a run with ``fit_distributed(resume=path)``); this needs no Lightning install.
     """
     state = torch.load(path, map_location=map_location, weights_only=False)
+    store = pyro.get_param_store()
+    if _is_lightning_checkpoint(state):
+        if optimizer is not None:
+            raise ValueError(f"{path} was written by fit_distributed (a Lightning checkpoint):"
+                             " resume it with fit_distributed(..., resume=path)")
+        loaded = _load_lightning_state(state, model, guide)
+        _drop_module_params(store)
+        return loaded
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
-    store = pyro.get_param_store()
-    for name in [n for n in store.keys() if _module_params(n)]:
-        del store[name]
+    _drop_module_params(store)
     for name, value in state["param_store"]["params"].items():
         store[name] = value
         store._constraints[name] = state["param_store"]["constraints"][name]
