@@ -183,23 +183,12 @@ class LatentSDEPrior(PathPrior):
 
     def __init__(self, latent_dim, sde, *, method="euler", dt=None, adaptive=False, rtol=1e-3,
                  atol=1e-3):
-        super().__init__()
+        super().__init__(latent_dim)
         if method not in SDE_METHODS:
             raise ValueError(f"method must be one of {sorted(SDE_METHODS)}, got {method!r}")
-        self.latent_dim, self.sde = latent_dim, sde
+        self.sde = sde
         self.solver_options = {"method": method, "dt": dt, "adaptive": adaptive, "rtol": rtol,
                                "atol": atol}
-        self.init_loc = nn.Parameter(torch.zeros(latent_dim))
-        self.init_scale_unconstrained = nn.Parameter(torch.full((latent_dim,),
-                                                                _inverse_softplus(1.0)))
-
-    @property
-    def init_scale(self):
-        return softplus(self.init_scale_unconstrained)
-
-    def initial_distribution(self):
-        r""":math:`p(z_0)`, event shape ``(Dz,)``."""
-        return Normal(self.init_loc, self.init_scale).to_event(1)
 
     def path_distribution(self, z0, times, **solver_options):
         r""":math:`p(z_{1:K} \mid z_0)` at ``times (..., K+1)``: an

@@ -22,14 +22,31 @@ def _inverse_softplus(value):
 class PathPrior(nn.Module):
     r"""What every latent path prior of the collection shares.
 
-    A subclass defines ``latent_dim``, a parameter ``init_loc`` (its dtype and device are the
-    prior's), :meth:`initial_distribution` :math:`p(z_0)` and
-    :meth:`path_distribution` :math:`p(z_{1:K} \mid z_0)` at given times; this base turns them
-    into the sample sites of a Pyro program and into plain samples.
+    The start :math:`z_0 \sim \mathcal N(m_0, \operatorname{diag}(s_0^2))` is learned here
+    (``init_loc``, whose dtype and device are the prior's, and ``init_scale`` > 0, starting
+    at 1); a subclass defines :meth:`path_distribution` :math:`p(z_{1:K} \mid z_0)` at given
+    times, and this base turns both into the sample sites of a Pyro program and into plain
+    samples.
+
+    Args:
+        latent_dim (int): :math:`D_z`.
     """
 
+    def __init__(self, latent_dim):
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        self.latent_dim = latent_dim
+        self.init_loc = nn.Parameter(torch.zeros(latent_dim))
+        self.init_scale_unconstrained = nn.Parameter(_inverse_softplus(torch.ones(latent_dim)))
+
+    @property
+    def init_scale(self):
+        return softplus(self.init_scale_unconstrained)
+
     def initial_distribution(self):
-        raise NotImplementedError
+        r""":math:`p(z_0)`, event shape ``(Dz,)``."""
+        return Normal(self.init_loc, self.init_scale).to_event(1)
 
     def path_distribution(self, z0, times):
         raise NotImplementedError
@@ -116,13 +133,8 @@ class LatentPathPrior(PathPrior):
         self, latent_dim, hidden_dim=128, num_flow_layers=6, time_embed_dim=16, time_scale=1.0,
         conditioner_layers=1, time_periods=(),
     ):
-        super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        self.latent_dim = latent_dim
+        super().__init__(latent_dim)
         rate = torch.full((latent_dim,), 1.0 / time_scale)
-        self.init_loc = nn.Parameter(torch.zeros(latent_dim))
-        self.init_scale_unconstrained = nn.Parameter(_inverse_softplus(torch.ones(latent_dim)))
         self.ou_mean = nn.Parameter(torch.zeros(latent_dim))
         self.ou_rate_unconstrained = nn.Parameter(_inverse_softplus(rate))
         self.ou_scale_unconstrained = nn.Parameter(_inverse_softplus((2 * rate).sqrt()))
@@ -132,20 +144,12 @@ class LatentPathPrior(PathPrior):
         )
 
     @property
-    def init_scale(self):
-        return softplus(self.init_scale_unconstrained)
-
-    @property
     def ou_rate(self):
         return softplus(self.ou_rate_unconstrained)
 
     @property
     def ou_scale(self):
         return softplus(self.ou_scale_unconstrained)
-
-    def initial_distribution(self):
-        r""":math:`p(z_0)`, event shape ``(Dz,)``."""
-        return Normal(self.init_loc, self.init_scale).to_event(1)
 
     def path_distribution(self, z0, times):
         r""":math:`p(z_{1:K} \mid z_0)` at ``times`` ``(..., K+1)``: a ``TransformedDistribution``
