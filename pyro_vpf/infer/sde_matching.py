@@ -173,8 +173,8 @@ class SDEMatchingELBO(ELBO):
         return loss
 
     def loss(self, model, guide, *args, **kwargs):
-        """Minus the ELBO estimate, a float (the time derivatives need autograd, so this is
-        not run under ``no_grad``)."""
+        """Minus the ELBO estimate, a float (also under ``torch.no_grad``: the time
+        derivatives are forward-mode)."""
         return torch_item(self.differentiable_loss(model, guide, *args, **kwargs))
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
