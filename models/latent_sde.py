@@ -14,16 +14,12 @@ from pyro_vpf.distributions import SDE_METHODS, GaussianMarginals, SDEPath, solv
 from pyro_vpf.infer.sde_matching import posterior_drift
 from pyro_vpf.nn import MLP
 from pyro_vpf.plates import sequence_plate
-from pyro_vpf.prior import PathPrior
+from pyro_vpf.prior import PathPrior, _inverse_softplus
 from pyro_vpf.sites import X, Z
 from pyro_vpf.transforms import FourierTimeEmbedding
 from pyro_vpf.validation import check_sequences, check_times
 
 __all__ = ["LatentSDE", "LatentSDEPrior", "NeuralSDE", "PosteriorSDE"]
-
-
-def _inverse_softplus(value):
-    return value + math.log(-math.expm1(-value))
 
 
 class NeuralSDE(nn.Module):
@@ -77,7 +73,7 @@ class NeuralSDE(nn.Module):
         self.drift_net = MLP(latent_dim + E, hidden_dim, latent_dim, drift_layers)
         nn.init.zeros_(self.drift_net[-1].weight)  # start as a random walk
         nn.init.zeros_(self.drift_net[-1].bias)
-        start = _inverse_softplus(math.sqrt(2.0 / time_scale))
+        start = _inverse_softplus(torch.full((latent_dim,), math.sqrt(2.0 / time_scale)))
         H = diffusion_hidden_dim if state_dependent_diffusion else 0
         in_dim = E + (1 if state_dependent_diffusion else 0)
         if state_dependent_diffusion:  # per-coordinate networks, batched as einsums
@@ -86,7 +82,7 @@ class NeuralSDE(nn.Module):
             self.diffusion_out = nn.Parameter(torch.zeros(latent_dim, H))
         elif E:
             self.diffusion_time = nn.Parameter(torch.zeros(latent_dim, E))
-        self.diffusion_bias = nn.Parameter(torch.full((latent_dim,), start))
+        self.diffusion_bias = nn.Parameter(start)
 
     def _time_features(self, t, batch_shape):
         if self.time_embedding is None:
