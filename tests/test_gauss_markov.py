@@ -99,3 +99,58 @@ def test_marginals_match_the_dense_covariance_with_a_random_start():
         assert torch.allclose(loc[i, 1:].reshape(-1), mean, atol=1e-10)
         blocks = torch.stack([total[k * 3:(k + 1) * 3, k * 3:(k + 1) * 3] for k in range(5)])
         assert torch.allclose(cov[i, 1:], blocks, atol=1e-10)
+
+
+def dense_with_start(loc0, scale_tril0, A, b, L):
+    """Joint mean and covariance of z_{0:K} (flattened) with z_0 = loc0 + C_0 e_0: the
+    conditional construction above, plus the start's spread through the Jacobian of the
+    mean (linear in z_0)."""
+    mean, cond_cov = dense(loc0, A, b, L)
+    J = torch.autograd.functional.jacobian(lambda s: dense(s, A, b, L)[0], loc0)
+    cov0 = scale_tril0 @ scale_tril0.T
+    full = torch.cat([torch.eye(loc0.shape[-1], dtype=D64), J])  # d z_{0:K} / d z_0
+    cov = full @ cov0 @ full.T
+    cov[loc0.shape[-1]:, loc0.shape[-1]:] += cond_cov
+    return torch.cat([loc0, mean]), cov
+
+
+@pytest.mark.parametrize("rank", [0, 1, 3])
+def test_posterior_chain_equals_dense_gaussian_conditioning(rank):
+    # Prior chain times potentials exp(-z'Jz/2 + h'z) at every step, against Bayes' rule on
+    # the dense joint: precision Sigma^-1 + blockdiag(J), mean (.)^-1 (Sigma^-1 mu + h).
+    # rank 0 leaves some steps without information; rank 1 is a one-channel observation.
+    from pyro_vpf.distributions import gauss_markov_posterior
+
+    K, D = 5, 3
+    z0, A, b, L = random_params((2,), K, D, seed=7)
+    g = torch.Generator().manual_seed(8)
+    raw0 = torch.randn(2, D, D, generator=g, dtype=D64) * 0.5
+    C0 = raw0.tril(-1) + torch.diag_embed(torch.rand(2, D, generator=g, dtype=D64) + 0.5)
+    W = torch.randn(2, K + 1, D, max(rank, 1), generator=g, dtype=D64)
+    J = W @ W.mT * (rank > 0)
+    J[:, 2] = 0  # a step with no information at all
+    h = torch.randn(2, K + 1, D, generator=g, dtype=D64)
+    post = gauss_markov_posterior(z0, C0, A, b, L, J, h)
+    assert [t.shape for t in post] == [(2, D), (2, D, D), (2, K, D, D), (2, K, D), (2, K, D, D)]
+    assert torch.equal(post[4], post[4].tril()) and (post[4].diagonal(dim1=-2, dim2=-1) > 0).all()
+    for i in range(2):
+        mu, Sigma = dense_with_start(z0[i], C0[i], A[i], b[i], L[i])
+        precision = torch.linalg.inv(Sigma) + torch.block_diag(*J[i])
+        cov = torch.linalg.inv(precision)
+        mean = cov @ (torch.linalg.solve(Sigma, mu) + h[i].reshape(-1))
+        got_mean, got_cov = dense_with_start(*(t[i] for t in post))
+        assert torch.allclose(got_mean, mean, atol=1e-9)
+        assert torch.allclose(got_cov, cov, atol=1e-9)
+
+
+def test_posterior_chain_broadcasts_and_checks_shapes():
+    from pyro_vpf.distributions import gauss_markov_posterior
+
+    K, D = 4, 2
+    z0, A, b, L = random_params((), K, D, seed=9)
+    J = torch.eye(D, dtype=D64).expand(3, K + 1, D, D)
+    h = torch.randn(3, K + 1, D, dtype=D64)
+    m0, L0, A2, b2, L2 = gauss_markov_posterior(z0, torch.eye(D, dtype=D64), A, b, L, J, h)
+    assert m0.shape == (3, D) and A2.shape == (3, K, D, D) and L2.shape == (3, K, D, D)
+    with pytest.raises(ValueError, match="precision"):
+        gauss_markov_posterior(z0, torch.eye(D, dtype=D64), A, b, L, J[:, :K], h)

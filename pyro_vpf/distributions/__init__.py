@@ -1,9 +1,13 @@
 """Distributions of pyro_vpf: exact path densities of latent processes, SDE paths."""
 
-from pyro_vpf.distributions.gauss_markov import GaussMarkovPath, gauss_markov_marginals
+from pyro_vpf.distributions.gauss_markov import (
+    GaussMarkovPath,
+    gauss_markov_marginals,
+    gauss_markov_posterior,
+)
 from pyro_vpf.distributions.gaussian_marginals import GaussianMarginals
 from pyro_vpf.distributions.ou_path import OUPath, ou_transition, strictly_increasing
 from pyro_vpf.distributions.sde_path import SDE_METHODS, SDEPath, solve_sde
 
 __all__ = ["SDE_METHODS", "GaussMarkovPath", "GaussianMarginals", "OUPath", "SDEPath",
-           "gauss_markov_marginals", "ou_transition", "solve_sde", "strictly_increasing"]
+           "gauss_markov_marginals", "gauss_markov_posterior", "ou_transition", "solve_sde", "strictly_increasing"]

@@ -8,7 +8,7 @@ from torch.distributions import constraints
 
 from pyro_vpf.ops import matrix_linear_recurrence
 
-__all__ = ["GaussMarkovPath", "gauss_markov_marginals"]
+__all__ = ["GaussMarkovPath", "gauss_markov_marginals", "gauss_markov_posterior"]
 
 
 class GaussMarkovPath(TorchDistribution):
@@ -141,3 +141,105 @@ def gauss_markov_marginals(loc0, cov0, transition, shift, scale_tril):
     loc0 = loc0.expand(batch + (D,))
     cov0 = cov0.expand(batch + (D, D))
     return (torch.cat([loc0.unsqueeze(-2), loc], -2), torch.cat([cov0.unsqueeze(-3), cov], -3))
+
+
+def _matvec(matrix, vector):
+    return (matrix @ vector.unsqueeze(-1)).squeeze(-1)
+
+
+def _inverse_cholesky(matrix):
+    r"""Lower-triangular :math:`R` with :math:`R R^\top = G^{-1}` for SPD :math:`G`.
+
+    With :math:`\Pi` the order reversal and :math:`\Pi G \Pi = U U^\top` (Cholesky),
+    :math:`G^{-1} = (\Pi U^{-\top} \Pi)(\Pi U^{-1} \Pi)`, and :math:`\Pi U^{-\top}\Pi`
+    is lower-triangular with a positive diagonal: no Cholesky of the inverse itself.
+    """
+    U = torch.linalg.cholesky(matrix.flip(-1, -2))
+    eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
+    U_inv = torch.linalg.solve_triangular(U, eye.expand_as(U), upper=False)
+    return U_inv.transpose(-1, -2).flip(-1, -2)
+
+
+def _condition_on_potential(loc, scale_tril, precision, information):
+    r"""``N(loc, C C^T)`` times :math:`\exp(-\tfrac12 z^\top J z + h^\top z)`, normalised.
+
+    Returns the scale :math:`C R` (lower-triangular; :math:`R R^\top = G^{-1}`,
+    :math:`G = I + C^\top J C \succeq I`, so the inverse is well conditioned whatever the
+    rank of :math:`J`), the covariance :math:`S = C G^{-1} C^\top` and the mean
+    :math:`\text{loc} + S (h - J\,\text{loc})`.
+    """
+    D = loc.shape[-1]
+    eye = torch.eye(D, dtype=loc.dtype, device=loc.device)
+    gram = eye + scale_tril.transpose(-1, -2) @ precision @ scale_tril
+    scale = scale_tril @ _inverse_cholesky(0.5 * (gram + gram.transpose(-1, -2)))
+    cov = scale @ scale.transpose(-1, -2)
+    return scale, cov, loc + _matvec(cov, information - _matvec(precision, loc))
+
+
+def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, precision,
+                           information):
+    r"""A Gauss--Markov chain conditioned on Gaussian potentials at every step.
+
+    The prior chain is :math:`z_0 \sim \mathcal N(\mu_0, C_0 C_0^\top)`,
+    :math:`z_k = F_k z_{k-1} + c_k + C_k \varepsilon_k` (:math:`k = 1..K`); the potentials
+    are :math:`\phi_k(z_k) = \exp(-\tfrac12 z_k^\top J_k z_k + h_k^\top z_k)`,
+    :math:`k = 0..K`, with :math:`J_k \succeq 0` of any rank (a linear-Gaussian
+    observation :math:`x_k = W z_k + d + \text{noise}(R)` gives
+    :math:`J_k = W^\top R^{-1} W`, :math:`h_k = W^\top R^{-1}(x_k - d)`). The normalised
+    product is again a Gauss--Markov chain, returned in the same parametrisation, with
+
+    .. math::
+
+        q(z_k \mid z_{k-1}) \propto p(z_k \mid z_{k-1})\, \beta_k(z_k), \qquad
+        \beta_k(z) = \phi_k(z) \int p(z' \mid z)\, \beta_{k+1}(z')\, dz'
+        \propto \exp(-\tfrac12 z^\top \Lambda_k z + \eta_k^\top z),
+
+    the backward information filter. With :math:`S_k = C_k G_k^{-1} C_k^\top`,
+    :math:`G_k = I + C_k^\top \Lambda_k C_k`:
+
+    .. math::
+
+        A_k = (I - S_k \Lambda_k) F_k, \quad
+        b_k = c_k + S_k(\eta_k - \Lambda_k c_k), \quad L_k L_k^\top = S_k, \\
+        \Lambda_{k-1} = J_{k-1} + F_k^\top \Lambda_k A_k, \quad
+        \eta_{k-1} = h_{k-1} + F_k^\top(\eta_k - \Lambda_k b_k),
+
+    starting from :math:`(\Lambda_K, \eta_K) = (J_K, h_K)`; the start is conditioned the
+    same way on :math:`\beta_0`. Only :math:`G_k \succeq I` is ever factorised, never
+    :math:`\Lambda_k` or :math:`S_k`, so steps with no information (:math:`J_k = 0`) and
+    nearly deterministic transitions are both safe. The recursion is :math:`K` sequential
+    steps of :math:`D \times D` algebra; sampling and scoring the result
+    (:class:`GaussMarkovPath`) are parallel scans.
+
+    Args:
+        loc0, scale_tril0: :math:`\mu_0` ``(..., D)``, :math:`C_0` ``(..., D, D)``.
+        transition, shift, scale_tril: :math:`F_k, c_k, C_k`, ``(..., K, D, D)``,
+            ``(..., K, D)``, ``(..., K, D, D)`` (lower-triangular, positive diagonal).
+        precision, information: :math:`J_k, h_k`, ``(..., K+1, D, D)`` and ``(..., K+1, D)``.
+
+    Returns:
+        tuple: ``(loc0, scale_tril0, transition, shift, scale_tril)`` of the posterior chain,
+        shaped like the arguments (broadcast), ready for ``MultivariateNormal`` and
+        :class:`GaussMarkovPath`.
+    """
+    K, D = shift.shape[-2:]
+    if precision.shape[-3:] != (K + 1, D, D) or information.shape[-2:] != (K + 1, D):
+        raise ValueError(f"precision must be (..., {K + 1}, {D}, {D}) and information "
+                         f"(..., {K + 1}, {D}) for a chain of {K} transitions, got "
+                         f"{tuple(precision.shape)} and {tuple(information.shape)}")
+    Lam, eta = precision[..., K, :, :], information[..., K, :]
+    A, b, L = [None] * K, [None] * K, [None] * K
+    for k in range(K - 1, -1, -1):  # transition k maps z_k to z_{k+1}
+        F = transition[..., k, :, :]
+        L[k], cov, b[k] = _condition_on_potential(
+            shift[..., k, :], scale_tril[..., k, :, :], Lam, eta)
+        A[k] = F - cov @ Lam @ F
+        Ft = F.transpose(-1, -2)
+        eta = information[..., k, :] + _matvec(Ft, eta - _matvec(Lam, b[k]))
+        Lam = precision[..., k, :, :] + Ft @ Lam @ A[k]
+        Lam = 0.5 * (Lam + Lam.transpose(-1, -2))
+    L0, _, m0 = _condition_on_potential(loc0, scale_tril0, Lam, eta)
+    batch = torch.broadcast_shapes(*(t.shape[:-2] for t in A), *(t.shape[:-1] for t in b))
+    return (m0, L0, torch.stack([a.expand(batch + (D, D)) for a in A], -3),
+            torch.stack([v.expand(batch + (D,)) for v in b], -2),
+            torch.stack([s.expand(batch + (D, D)) for s in L], -3))
