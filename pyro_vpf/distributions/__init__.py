@@ -10,4 +10,5 @@ from pyro_vpf.distributions.ou_path import OUPath, ou_transition, strictly_incre
 from pyro_vpf.distributions.sde_path import SDE_METHODS, SDEPath, solve_sde
 
 __all__ = ["SDE_METHODS", "GaussMarkovPath", "GaussianMarginals", "OUPath", "SDEPath",
-           "gauss_markov_marginals", "gauss_markov_posterior", "ou_transition", "solve_sde", "strictly_increasing"]
+           "gauss_markov_marginals", "gauss_markov_posterior", "ou_transition", "solve_sde",
+           "strictly_increasing"]
