@@ -176,13 +176,13 @@ class MarkovGuide(nn.Module):
             [Dx * D, Dx, Dx, D], dim=-1)
         direction = self.channel_direction + delta_u.unflatten(-1, (Dx, D))  # (B, K+1, Dx, D)
         observed = torch.ones_like(x) if mask is None else mask.to(x.dtype)
-        value = observed * ((self.channel_gain + delta_a) * x + self.channel_offset + delta_o)
-        information = torch.einsum("bkid,bki->bkd", direction, value) + extra
+        weighted = direction * observed.unsqueeze(-1)  # m_ki u_ki
+        value = (self.channel_gain + delta_a) * x + self.channel_offset + delta_o
+        information = (weighted.transpose(-1, -2) @ value.unsqueeze(-1)).squeeze(-1) + extra
         if self.full_transition:
-            precision = torch.einsum("bkid,bki,bkie->bkde", direction, observed, direction)
+            precision = weighted.transpose(-1, -2) @ direction
         else:
-            precision = torch.diag_embed(
-                torch.einsum("bkid,bki->bkd", direction.square(), observed))
+            precision = torch.diag_embed((weighted * direction).sum(-2))
         return precision, information
 
     def _smoother_parameters(self, x, times, mask):

@@ -227,19 +227,25 @@ def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, pre
         raise ValueError(f"precision must be (..., {K + 1}, {D}, {D}) and information "
                          f"(..., {K + 1}, {D}) for a chain of {K} transitions, got "
                          f"{tuple(precision.shape)} and {tuple(information.shape)}")
+    # The loop carries only what the recursion needs (one D x D inverse per step, all
+    # matrices of a step batched); the triangular scales are factorised afterwards, for all
+    # steps at once, from the stacked G_k.
+    eye = torch.eye(D, dtype=shift.dtype, device=shift.device)
     Lam, eta = precision[..., K, :, :], information[..., K, :]
-    A, b, L = [None] * K, [None] * K, [None] * K
+    A, b, gram = [None] * K, [None] * K, [None] * K
     for k in range(K - 1, -1, -1):  # transition k maps z_k to z_{k+1}
-        F = transition[..., k, :, :]
-        L[k], cov, b[k] = _condition_on_potential(
-            shift[..., k, :], scale_tril[..., k, :, :], Lam, eta)
+        F, c, C = transition[..., k, :, :], shift[..., k, :], scale_tril[..., k, :, :]
+        Ct, Ft = C.transpose(-1, -2), F.transpose(-1, -2)
+        gram[k] = eye + Ct @ Lam @ C
+        cov = C @ torch.linalg.inv(gram[k]) @ Ct
+        b[k] = c + _matvec(cov, eta - _matvec(Lam, c))
         A[k] = F - cov @ Lam @ F
-        Ft = F.transpose(-1, -2)
         eta = information[..., k, :] + _matvec(Ft, eta - _matvec(Lam, b[k]))
         Lam = precision[..., k, :, :] + Ft @ Lam @ A[k]
-        Lam = 0.5 * (Lam + Lam.transpose(-1, -2))
-    L0, _, m0 = _condition_on_potential(loc0, scale_tril0, Lam, eta)
+    L0, _, m0 = _condition_on_potential(loc0, scale_tril0, 0.5 * (Lam + Lam.transpose(-1, -2)),
+                                        eta)
     batch = torch.broadcast_shapes(*(t.shape[:-2] for t in A), *(t.shape[:-1] for t in b))
+    gram = torch.stack([g.expand(batch + (D, D)) for g in gram], -3)
+    L = scale_tril @ _inverse_cholesky(0.5 * (gram + gram.transpose(-1, -2)))
     return (m0, L0, torch.stack([a.expand(batch + (D, D)) for a in A], -3),
-            torch.stack([v.expand(batch + (D,)) for v in b], -2),
-            torch.stack([s.expand(batch + (D, D)) for s in L], -3))
+            torch.stack([v.expand(batch + (D,)) for v in b], -2), L)
