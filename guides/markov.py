@@ -67,14 +67,14 @@ class MarkovGuide(nn.Module):
     corrections, for every sequence, irregular times and missing entries included: the
     amortisation has nothing to approximate there. ``full_transition`` and ``full_scale``
     are both ``True`` (full :math:`J_k`, hence full :math:`A_k, L_k`) or both ``False``
-    (diagonal :math:`J_k`: independent coordinates). Computing the transitions takes
-    :math:`K` sequential :math:`D\times D` steps; sampling and scoring do not.
+    (diagonal :math:`J_k`: independent coordinates). The conditioning is a parallel scan of
+    :math:`\lceil\log_2 K\rceil` levels, like sampling and scoring: no loop over time.
 
     ``"direct"``: heads map the contexts of steps :math:`k-1, k` and
     :math:`\log(t_k - t_{k-1})` to :math:`A_k, b_k, L_k` (any combination of full or
     diagonal :math:`A_k`, :math:`L_k`), with a linear term in the observations at
-    :math:`t_{k-1}, t_k, t_{k+1}` added to :math:`m_0, b_k`. The family is the same, with no
-    sequential step, but the encoder only approximates the exact posterior of the
+    :math:`t_{k-1}, t_k, t_{k+1}` added to :math:`m_0, b_k`. The family is the same and a step
+    is cheaper, but the encoder only approximates the exact posterior of the
     linear-Gaussian VPF (its ELBO stays about 1.5 % short of :math:`\log p(x)` after
     training in ``benchmarks/bench_guides.py``, against 0.14 % for the same family fitted
     per sequence).

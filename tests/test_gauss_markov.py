@@ -114,14 +114,16 @@ def dense_with_start(loc0, scale_tril0, A, b, L):
     return torch.cat([loc0, mean]), cov
 
 
+@pytest.mark.parametrize("K", [5, 37])
 @pytest.mark.parametrize("rank", [0, 1, 3])
-def test_posterior_chain_equals_dense_gaussian_conditioning(rank):
+def test_posterior_chain_equals_dense_gaussian_conditioning(rank, K):
     # Prior chain times potentials exp(-z'Jz/2 + h'z) at every step, against Bayes' rule on
     # the dense joint: precision Sigma^-1 + blockdiag(J), mean (.)^-1 (Sigma^-1 mu + h).
-    # rank 0 leaves some steps without information; rank 1 is a one-channel observation.
+    # rank 0 leaves some steps without information; rank 1 is a one-channel observation;
+    # K = 37 takes six levels of the scan, the last one partial.
     from pyro_vpf.distributions import gauss_markov_posterior
 
-    K, D = 5, 3
+    D = 3
     z0, A, b, L = random_params((2,), K, D, seed=7)
     g = torch.Generator().manual_seed(8)
     raw0 = torch.randn(2, D, D, generator=g, dtype=D64) * 0.5

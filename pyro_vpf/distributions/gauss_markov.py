@@ -205,11 +205,16 @@ def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, pre
         \eta_{k-1} = h_{k-1} + F_k^\top(\eta_k - \Lambda_k b_k),
 
     starting from :math:`(\Lambda_K, \eta_K) = (J_K, h_K)`; the start is conditioned the
-    same way on :math:`\beta_0`. Only :math:`G_k \succeq I` is ever factorised, never
+    same way on :math:`\beta_0`. The recursion is not run step by step: the information that
+    the potentials after :math:`z_k` carry about :math:`z_k` is the suffix product of the
+    transitions' elements under the associative operator of the parallel Kalman filter
+    (Särkkä & García-Fernández, 2021), evaluated by recursive doubling in
+    :math:`\lceil\log_2 K\rceil` batched levels; everything else is batched over
+    :math:`k`. No loop over time, as for sampling and scoring the result
+    (:class:`GaussMarkovPath`). Only :math:`G_k \succeq I` and :math:`I + C J` (real
+    eigenvalues :math:`\ge 1`, :math:`C J` being a product of PSD matrices) are inverted, never
     :math:`\Lambda_k` or :math:`S_k`, so steps with no information (:math:`J_k = 0`) and
-    nearly deterministic transitions are both safe. The recursion is :math:`K` sequential
-    steps of :math:`D \times D` algebra; sampling and scoring the result
-    (:class:`GaussMarkovPath`) are parallel scans.
+    nearly deterministic transitions are both safe.
 
     Args:
         loc0, scale_tril0: :math:`\mu_0` ``(..., D)``, :math:`C_0` ``(..., D, D)``.
@@ -227,25 +232,77 @@ def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, pre
         raise ValueError(f"precision must be (..., {K + 1}, {D}, {D}) and information "
                          f"(..., {K + 1}, {D}) for a chain of {K} transitions, got "
                          f"{tuple(precision.shape)} and {tuple(information.shape)}")
-    # The loop carries only what the recursion needs (one D x D inverse per step, all
-    # matrices of a step batched); the triangular scales are factorised afterwards, for all
-    # steps at once, from the stacked G_k.
-    eye = torch.eye(D, dtype=shift.dtype, device=shift.device)
-    Lam, eta = precision[..., K, :, :], information[..., K, :]
-    A, b, gram = [None] * K, [None] * K, [None] * K
-    for k in range(K - 1, -1, -1):  # transition k maps z_k to z_{k+1}
-        F, c, C = transition[..., k, :, :], shift[..., k, :], scale_tril[..., k, :, :]
-        Ct, Ft = C.transpose(-1, -2), F.transpose(-1, -2)
-        gram[k] = eye + Ct @ Lam @ C
-        cov = C @ torch.linalg.inv(gram[k]) @ Ct
-        b[k] = c + _matvec(cov, eta - _matvec(Lam, c))
-        A[k] = F - cov @ Lam @ F
-        eta = information[..., k, :] + _matvec(Ft, eta - _matvec(Lam, b[k]))
-        Lam = precision[..., k, :, :] + Ft @ Lam @ A[k]
-    L0, _, m0 = _condition_on_potential(loc0, scale_tril0, 0.5 * (Lam + Lam.transpose(-1, -2)),
-                                        eta)
-    batch = torch.broadcast_shapes(*(t.shape[:-2] for t in A), *(t.shape[:-1] for t in b))
-    gram = torch.stack([g.expand(batch + (D, D)) for g in gram], -3)
-    L = scale_tril @ _inverse_cholesky(0.5 * (gram + gram.transpose(-1, -2)))
-    return (m0, L0, torch.stack([a.expand(batch + (D, D)) for a in A], -3),
-            torch.stack([v.expand(batch + (D,)) for v in b], -2), L)
+    batch = torch.broadcast_shapes(transition.shape[:-3], shift.shape[:-2],
+                                   scale_tril.shape[:-3], precision.shape[:-3],
+                                   information.shape[:-2])
+    transition, scale_tril, precision = (t.expand(batch + t.shape[-3:]) for t in
+                                         (transition, scale_tril, precision))
+    shift, information = (t.expand(batch + t.shape[-2:]).unsqueeze(-1)
+                          for t in (shift, information))  # vectors as (..., D, 1) columns
+    # one element per transition k, with the potential at its end z_{k+1}
+    J, h = precision[..., 1:, :, :], information[..., 1:, :, :]
+    elements = _transition_elements(transition, shift, scale_tril, J, h)
+    suffix = _suffix_scan(elements)
+    # beta_k = phi_k times the information from all later potentials (none after z_K)
+    Lam = precision + torch.cat([suffix[4], torch.zeros_like(precision[..., :1, :, :])], -3)
+    eta = information + torch.cat([suffix[3], torch.zeros_like(information[..., :1, :, :])],
+                                  -3)
+    Lam = 0.5 * (Lam + Lam.transpose(-1, -2))
+    L, cov, b = _condition_on_potential(shift.squeeze(-1), scale_tril, Lam[..., 1:, :, :],
+                                        eta[..., 1:, :, 0])
+    A = transition - cov @ Lam[..., 1:, :, :] @ transition
+    L0, _, m0 = _condition_on_potential(loc0, scale_tril0, Lam[..., 0, :, :], eta[..., 0, :, 0])
+    return m0, L0, A, b, L
+
+
+def _transition_elements(transition, shift, scale_tril, precision, information):
+    r"""Scan elements :math:`(A, b, C, \eta, J)` of single transitions (vectors as columns).
+
+    For :math:`p(z' \mid z) = \mathcal N(F z + c, Q)` and the potential
+    :math:`(J^\phi, h^\phi)` at :math:`z'`: :math:`\mathcal N(z'; A z + b, C)` is
+    :math:`z' \mid z` given the potential, :math:`\exp(-\tfrac12 z^\top J z +
+    \eta^\top z)` what the potential says about :math:`z`.
+    """
+    eye = torch.eye(shift.shape[-2], dtype=shift.dtype, device=shift.device)
+    Ct = scale_tril.transpose(-1, -2)
+    cov = scale_tril @ torch.linalg.inv(eye + Ct @ precision @ scale_tril) @ Ct
+    b = shift + cov @ (information - precision @ shift)
+    A = transition - cov @ precision @ transition
+    Ft = transition.transpose(-1, -2)
+    return A, b, cov, Ft @ (information - precision @ b), Ft @ precision @ A
+
+
+def _combine(first, second):
+    r"""The element of two adjacent segments, ``first`` then ``second``.
+
+    The associative operator of the parallel Kalman filter (Särkkä & García-Fernández,
+    2021, IEEE TAC 66(1)), with :math:`M = (I + C_1 J_2)^{-1}`:
+    :math:`A = A_2 M A_1`, :math:`b = A_2 M (b_1 + C_1 \eta_2) + b_2`,
+    :math:`C = A_2 M C_1 A_2^\top + C_2`,
+    :math:`\eta = A_1^\top M^\top (\eta_2 - J_2 b_1) + \eta_1`,
+    :math:`J = A_1^\top M^\top J_2 A_1 + J_1`. :math:`C_1 J_2` is a product of positive
+    semi-definite matrices, so its eigenvalues are :math:`\ge 0` and :math:`I + C_1 J_2` is
+    invertible.
+    """
+    A1, b1, C1, eta1, J1 = first
+    A2, b2, C2, eta2, J2 = second
+    eye = torch.eye(A1.shape[-1], dtype=A1.dtype, device=A1.device)
+    M = torch.linalg.inv(eye + C1 @ J2)
+    P = A2 @ M
+    R = A1.transpose(-1, -2) @ M.transpose(-1, -2)
+    return (P @ A1, P @ (b1 + C1 @ eta2) + b2, P @ C1 @ A2.transpose(-1, -2) + C2,
+            R @ (eta2 - J2 @ b1) + eta1, R @ J2 @ A1 + J1)
+
+
+def _suffix_scan(elements):
+    """Suffix products ``e_k (x) e_{k+1} (x) ... (x) e_{K-1}`` of elements stacked on dim -3,
+    by recursive doubling: ceil(log2 K) levels, each one batched combine."""
+    K = elements[0].shape[-3]
+    offset = 1
+    while offset < K:
+        head = _combine([t[..., :K - offset, :, :] for t in elements],
+                        [t[..., offset:, :, :] for t in elements])
+        elements = [torch.cat([new, t[..., K - offset:, :, :]], -3)
+                    for new, t in zip(head, elements, strict=True)]
+        offset *= 2
+    return elements
