@@ -8,13 +8,17 @@ interpolation use. The guides of static models (:class:`GaussianEncoderGuide`,
 :class:`ConditionalFlowGuide`) take ``guide(x)`` and have ``posterior(x)``.
 """
 
+from functools import partial
+
 from pyro_vpf.guides.affine import AffineGuide
 from pyro_vpf.guides.flow import FlowGuide
 from pyro_vpf.guides.markov import MarkovGuide
 from pyro_vpf.guides.vae import ConditionalFlowGuide, GaussianEncoderGuide
 
-#: The guides by the names the CLI and the training configuration use.
-GUIDES = {"affine": AffineGuide, "markov": MarkovGuide, "flow": FlowGuide}
+#: The guides by the names the CLI and the training configuration use (``"markov-direct"``: the
+#: Markov guide with its transitions straight from the encoder's heads).
+GUIDES = {"affine": AffineGuide, "markov": MarkovGuide,
+          "markov-direct": partial(MarkovGuide, parametrization="direct"), "flow": FlowGuide}
 
 #: Guides of static models (:class:`~pyro_vpf.models.FlowVAE`), by name.
 VAE_GUIDES = {"meanfield": GaussianEncoderGuide, "flow": ConditionalFlowGuide}

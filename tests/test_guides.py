@@ -22,6 +22,7 @@ B, K1, DX, DZ = 4, 7, 3, 2
 GUIDES = {
     "affine": lambda: AffineGuide(DX, DZ, hidden_dim=8, window=3),
     "markov": lambda: MarkovGuide(DX, DZ, hidden_dim=8),
+    "markov-direct": lambda: MarkovGuide(DX, DZ, hidden_dim=8, parametrization="direct"),
     "flow": lambda: FlowGuide(DX, DZ, hidden_dim=8, window=3, num_flow_layers=2),
 }
 
