@@ -87,7 +87,7 @@ def test_guides_benchmark_runs_and_writes_json(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())["rows"]
     assert [(r["problem"], r["guide"]) for r in rows] == [
-        (p, g) for p in ("linear", "lorenz") for g in ("affine", "markov", "flow")]
+        (p, g) for p in ("linear", "lorenz") for g in ("affine", "markov", "markov-direct", "flow")]
     for r in rows:
         assert r["elbo"] <= r["iw"] + 1.0 and r["step_ms"] > 0
         if r["problem"] == "linear":
