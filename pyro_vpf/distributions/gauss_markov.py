@@ -163,17 +163,23 @@ def _inverse_cholesky(matrix):
 def _condition_on_potential(loc, scale_tril, precision, information):
     r"""``N(loc, C C^T)`` times :math:`\exp(-\tfrac12 z^\top J z + h^\top z)`, normalised.
 
-    Returns the scale :math:`C R` (lower-triangular; :math:`R R^\top = G^{-1}`,
-    :math:`G = I + C^\top J C \succeq I`, so the inverse is well conditioned whatever the
-    rank of :math:`J`), the covariance :math:`S = C G^{-1} C^\top` and the mean
-    :math:`\text{loc} + S (h - J\,\text{loc})`.
+    Returns :math:`G = I + C^\top J C \succeq I` (well conditioned whatever the rank of
+    :math:`J`), the covariance :math:`S = C G^{-1} C^\top` and the mean
+    :math:`\text{loc} + S (h - J\,\text{loc})`; :func:`_scale` gives a triangular root of
+    :math:`S` from :math:`G` where one is needed.
     """
     D = loc.shape[-1]
     eye = torch.eye(D, dtype=loc.dtype, device=loc.device)
-    gram = eye + scale_tril.transpose(-1, -2) @ precision @ scale_tril
-    scale = scale_tril @ _inverse_cholesky(0.5 * (gram + gram.transpose(-1, -2)))
-    cov = scale @ scale.transpose(-1, -2)
-    return scale, cov, loc + _matvec(cov, information - _matvec(precision, loc))
+    Ct = scale_tril.transpose(-1, -2)
+    gram = eye + Ct @ precision @ scale_tril
+    cov = scale_tril @ torch.linalg.inv(gram) @ Ct
+    return gram, cov, loc + _matvec(cov, information - _matvec(precision, loc))
+
+
+def _scale(scale_tril, gram):
+    """Lower-triangular :math:`C R` with :math:`R R^\top = G^{-1}`: a root of
+    :math:`C G^{-1} C^\top` with a positive diagonal."""
+    return scale_tril @ _inverse_cholesky(0.5 * (gram + gram.transpose(-1, -2)))
 
 
 def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, precision,
@@ -248,11 +254,12 @@ def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, pre
     eta = information + torch.cat([suffix[3], torch.zeros_like(information[..., :1, :, :])],
                                   -3)
     Lam = 0.5 * (Lam + Lam.transpose(-1, -2))
-    L, cov, b = _condition_on_potential(shift.squeeze(-1), scale_tril, Lam[..., 1:, :, :],
-                                        eta[..., 1:, :, 0])
+    gram, cov, b = _condition_on_potential(shift.squeeze(-1), scale_tril, Lam[..., 1:, :, :],
+                                           eta[..., 1:, :, 0])
     A = transition - cov @ Lam[..., 1:, :, :] @ transition
-    L0, _, m0 = _condition_on_potential(loc0, scale_tril0, Lam[..., 0, :, :], eta[..., 0, :, 0])
-    return m0, L0, A, b, L
+    gram0, _, m0 = _condition_on_potential(loc0, scale_tril0, Lam[..., 0, :, :],
+                                           eta[..., 0, :, 0])
+    return m0, _scale(scale_tril0, gram0), A, b, _scale(scale_tril, gram)
 
 
 def _transition_elements(transition, shift, scale_tril, precision, information):
@@ -263,10 +270,9 @@ def _transition_elements(transition, shift, scale_tril, precision, information):
     :math:`z' \mid z` given the potential, :math:`\exp(-\tfrac12 z^\top J z +
     \eta^\top z)` what the potential says about :math:`z`.
     """
-    eye = torch.eye(shift.shape[-2], dtype=shift.dtype, device=shift.device)
-    Ct = scale_tril.transpose(-1, -2)
-    cov = scale_tril @ torch.linalg.inv(eye + Ct @ precision @ scale_tril) @ Ct
-    b = shift + cov @ (information - precision @ shift)
+    _, cov, b = _condition_on_potential(shift.squeeze(-1), scale_tril, precision,
+                                        information.squeeze(-1))
+    b = b.unsqueeze(-1)
     A = transition - cov @ precision @ transition
     Ft = transition.transpose(-1, -2)
     return A, b, cov, Ft @ (information - precision @ b), Ft @ precision @ A
