@@ -177,7 +177,7 @@ def _condition_on_potential(loc, scale_tril, precision, information):
 
 
 def _scale(scale_tril, gram):
-    """Lower-triangular :math:`C R` with :math:`R R^\top = G^{-1}`: a root of
+    r"""Lower-triangular :math:`C R` with :math:`R R^\top = G^{-1}`: a root of
     :math:`C G^{-1} C^\top` with a positive diagonal."""
     return scale_tril @ _inverse_cholesky(0.5 * (gram + gram.transpose(-1, -2)))
 
@@ -248,10 +248,10 @@ def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, pre
     # one element per transition k, with the potential at its end z_{k+1}
     J, h = precision[..., 1:, :, :], information[..., 1:, :, :]
     elements = _transition_elements(transition, shift, scale_tril, J, h)
-    suffix = _suffix_scan(elements)
+    *_, eta_later, J_later = _suffix_scan(elements)
     # beta_k = phi_k times the information from all later potentials (none after z_K)
-    Lam = precision + torch.cat([suffix[4], torch.zeros_like(precision[..., :1, :, :])], -3)
-    eta = information + torch.cat([suffix[3], torch.zeros_like(information[..., :1, :, :])],
+    Lam = precision + torch.cat([J_later, torch.zeros_like(precision[..., :1, :, :])], -3)
+    eta = information + torch.cat([eta_later, torch.zeros_like(information[..., :1, :, :])],
                                   -3)
     Lam = 0.5 * (Lam + Lam.transpose(-1, -2))
     gram, cov, b = _condition_on_potential(shift.squeeze(-1), scale_tril, Lam[..., 1:, :, :],
