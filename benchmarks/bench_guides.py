@@ -19,7 +19,11 @@ To separate the family from the encoder, the trained Markov guide's per-step ``(
 then freed (one set per sequence and step, no encoder) and fitted further on the same trained
 model: the gap that remains is the family's, the difference the amortisation's.
 
-    python benchmarks/bench_guides.py             # about 20 minutes on 2 cores
+``lengths``: the median step time of each guide on the linear problem at 51, 201 and 1001
+points per sequence, with the growth from the shortest, to show how each guide's cost
+scales with the sequence length (all of them without a loop over time).
+
+    python benchmarks/bench_guides.py             # about 45 minutes on 2 cores
     python benchmarks/bench_guides.py --quick     # about a minute
     python benchmarks/bench_guides.py --json out.json
 """
@@ -150,6 +154,37 @@ def lorenz_rows(args):
     return rows
 
 
+def length_rows(args):
+    """Median SVI step time of each guide on the linear problem at several sequence lengths."""
+    rows = []
+    for points in args.lengths:
+        x, times, _ = linear_gaussian_problem(args.length_sequences, points, args.seed)
+        for name, build in _selected_guides(args):
+            model = VPF(3, 2, num_flow_layers=0, observation="linear_gaussian")
+            step, _ = train(model, build(3, 2, args.hidden_dim), x, times, None, args,
+                            args.length_steps)
+            rows.append({"guide": name, "points": points, "step_ms": 1e3 * step})
+        print(f"  lengths / {points} points: done", flush=True)
+    return rows
+
+
+def print_lengths(rows, args):
+    guides = list(dict.fromkeys(r["guide"] for r in rows))
+    ms = {(r["points"], r["guide"]): r["step_ms"] for r in rows}
+    print(f"\nstep ms by sequence length ({args.length_sequences} sequences, median of "
+          f"{args.length_steps} steps; 'x first' is the growth from the shortest length)")
+    head = f"{'points':>7}" + "".join(f"{g:>15}{'x first':>9}" for g in guides)
+    print(head)
+    print("-" * len(head))
+    first = args.lengths[0]
+    for points in args.lengths:
+        print(f"{points:>7}" + "".join(
+            f"{ms[points, g]:>15.1f}{ms[points, g] / ms[first, g]:>9.2f}" for g in guides))
+    if "markov" in guides and "markov-direct" in guides:
+        print("markov / markov-direct: " + ", ".join(
+            f"{ms[p, 'markov'] / ms[p, 'markov-direct']:.2f} at {p}" for p in args.lengths))
+
+
 def print_table(rows, args):
     print(f"\nnats per time point; {args.particles} particles for ELBO and IW; linear: "
           f"{args.steps} steps, lorenz: {args.lorenz_steps} steps (batch {args.batch_size}); "
@@ -181,8 +216,9 @@ def print_table(rows, args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs, few particles")
-    parser.add_argument("--problems", nargs="+", default=["linear", "lorenz"],
-                        choices=["linear", "lorenz"])
+    parser.add_argument("--problems", nargs="+", default=["linear", "lorenz", "lengths"],
+                        choices=["linear", "lorenz", "lengths"],
+                        help="'lengths': step time against sequence length")
     parser.add_argument("--steps", type=int, default=None, help="linear problem (3000)")
     parser.add_argument("--lorenz-steps", type=int, default=None, help="(1000)")
     parser.add_argument("--sequences", type=int, default=64)
@@ -199,6 +235,10 @@ def main(argv=None):
     parser.add_argument("--free-steps", type=int, default=None,
                         help="steps of the non-amortised Markov fit on the linear problem "
                              "(2000; 0 to skip)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=None,
+                        help="points per sequence for 'lengths' (51 201 1001)")
+    parser.add_argument("--length-sequences", type=int, default=16)
+    parser.add_argument("--length-steps", type=int, default=None, help="(10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
@@ -207,6 +247,8 @@ def main(argv=None):
     args.particles = args.particles or (50 if args.quick else 1000)
     if args.free_steps is None:
         args.free_steps = 20 if args.quick else 2000
+    args.lengths = args.lengths or ([21, 41] if args.quick else [51, 201, 1001])
+    args.length_steps = args.length_steps or (3 if args.quick else 10)
     if args.quick:
         args.sequences, args.points, args.lorenz_sequences = 16, 20, 40
         args.batch_size, args.hidden_dim = 16, 16
@@ -217,12 +259,17 @@ def main(argv=None):
         rows += linear_rows(args)
     if "lorenz" in args.problems:
         rows += lorenz_rows(args)
-    print_table(rows, args)
+    lengths = length_rows(args) if "lengths" in args.problems else []
+    if rows:
+        print_table(rows, args)
+    if lengths:
+        print_lengths(lengths, args)
     print(f"total {time.perf_counter() - start:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rows": rows, "args": vars(args), "torch": torch.__version__,
-                       "python": platform.python_version()}, f, indent=2)
+            json.dump({"rows": rows, "lengths": lengths, "args": vars(args),
+                       "torch": torch.__version__, "python": platform.python_version()},
+                      f, indent=2)
     return rows
 
 

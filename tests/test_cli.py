@@ -88,6 +88,10 @@ def test_guides_benchmark_runs_and_writes_json(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["problem"], r["guide"]) for r in rows] == [
         (p, g) for p in ("linear", "lorenz") for g in ("affine", "markov", "markov-direct", "flow")]
+    lengths = json.loads(out.read_text())["lengths"]
+    assert [(r["points"], r["guide"]) for r in lengths] == [
+        (p, g) for p in (21, 41) for g in ("affine", "markov", "markov-direct", "flow")]
+    assert all(r["step_ms"] > 0 for r in lengths)
     for r in rows:
         assert r["elbo"] <= r["iw"] + 1.0 and r["step_ms"] > 0
         if r["problem"] == "linear":
