@@ -7,8 +7,13 @@ from pyro_vpf.distributions.gauss_markov import (
 )
 from pyro_vpf.distributions.gaussian_marginals import GaussianMarginals
 from pyro_vpf.distributions.ou_path import OUPath, ou_transition, strictly_increasing
+from pyro_vpf.distributions.readout_path import (
+    GaussMarkovReadoutPath,
+    ProcessPath,
+    condition_on_readout,
+)
 from pyro_vpf.distributions.sde_path import SDE_METHODS, SDEPath, solve_sde
 
-__all__ = ["SDE_METHODS", "GaussMarkovPath", "GaussianMarginals", "OUPath", "SDEPath",
-           "gauss_markov_marginals", "gauss_markov_posterior", "ou_transition", "solve_sde",
-           "strictly_increasing"]
+__all__ = ["SDE_METHODS", "GaussMarkovPath", "GaussMarkovReadoutPath", "GaussianMarginals",
+           "OUPath", "ProcessPath", "SDEPath", "condition_on_readout", "gauss_markov_marginals",
+           "gauss_markov_posterior", "ou_transition", "solve_sde", "strictly_increasing"]

@@ -293,9 +293,11 @@ def _combine(first, second):
     A1, b1, C1, eta1, J1 = first
     A2, b2, C2, eta2, J2 = second
     eye = torch.eye(A1.shape[-1], dtype=A1.dtype, device=A1.device)
-    M = torch.linalg.inv(eye + C1 @ J2)
-    P = A2 @ M
-    R = A1.transpose(-1, -2) @ M.transpose(-1, -2)
+    # solves rather than an explicit inverse: I + C1 J2 may be badly conditioned (precise
+    # information about a nearly deterministic step), and the solves keep more digits
+    X = eye + C1 @ J2
+    P = torch.linalg.solve(X, A2, left=False)  # A2 M
+    R = torch.linalg.solve(X, A1).transpose(-1, -2)  # A1^T M^T
     return (P @ A1, P @ (b1 + C1 @ eta2) + b2, P @ C1 @ A2.transpose(-1, -2) + C2,
             R @ (eta2 - J2 @ b1) + eta1, R @ J2 @ A1 + J1)
 

@@ -1,0 +1,392 @@
+r"""Exact densities of the readout of a Gauss--Markov state path, and of base-process paths.
+
+A latent coordinate driven by a structured process (a Matérn path, a trend, a cycle) is the
+readout :math:`y = H s` of a Gauss--Markov state :math:`s`; the readout alone is not Markov.
+The latent site of the VPF carries the readout only (the path that the flow and the
+likelihood see), so its density is that of a projected chain,
+
+.. math::
+
+    \log p(y_{1:K} \mid y_0) = \sum_{k=1}^K \log \mathcal N\big(y_k;\;
+        H \hat s_{k \mid k-1},\; H P_{k \mid k-1} H^\top\big),
+
+the prediction-error decomposition of a Kalman filter whose observations
+:math:`y_k = H s_k` carry no noise. The filter is not run step by step: each step is an
+element of the associative operator of the parallel Kalman filter (Särkkä &
+García-Fernández, 2021, IEEE TAC 66(1)), and the prefix products give every filtered
+moment in :math:`\lceil\log_2 K\rceil` batched levels. With a noiseless observation the
+elements stay finite as long as the readout's one-step variance :math:`H Q_k H^\top` is
+positive, which every non-:attr:`deterministic` base process guarantees.
+"""
+
+import math
+
+import torch
+from pyro.distributions import TorchDistribution
+from torch import nn
+from torch.distributions import constraints
+
+from pyro_vpf.distributions.gauss_markov import _combine
+from pyro_vpf.ops import matrix_linear_recurrence
+from pyro_vpf.processes.base import LTIProcess, psd_root
+
+__all__ = ["GaussMarkovReadoutPath", "ProcessPath", "condition_on_readout"]
+
+
+def _mv(matrix, vector):
+    return (matrix @ vector.unsqueeze(-1)).squeeze(-1)
+
+
+def condition_on_readout(loc, cov, readout, value):
+    r""":math:`\mathcal N(m, P)` conditioned on the exact observation :math:`H s = y`.
+
+    .. math::
+
+        K = P H^\top (H P H^\top)^{-1}, \qquad m' = m + K (y - H m), \qquad
+        P' = (I - K H) P (I - K H)^\top,
+
+    the last form being symmetric and PSD by construction (for a noiseless observation it
+    equals :math:`P - K H P`).
+
+    Args:
+        loc (torch.Tensor): :math:`m`, ``(..., S)``.
+        cov (torch.Tensor): :math:`P`, ``(..., S, S)``.
+        readout (torch.Tensor): :math:`H`, ``(..., R, S)``.
+        value (torch.Tensor): :math:`y`, ``(..., R)``.
+
+    Returns:
+        tuple: ``(loc, cov, projection)`` with ``projection`` :math:`= I - K H`, so that
+        ``projection @ R`` is a root of the conditioned covariance for any root ``R`` of
+        :math:`P`.
+    """
+    HP = readout @ cov
+    gain = torch.linalg.solve(HP @ readout.transpose(-1, -2), HP).transpose(-1, -2)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    projection = eye - gain @ readout
+    new_loc = loc + _mv(gain, value - _mv(readout, loc))
+    return new_loc, projection @ cov @ projection.transpose(-1, -2), projection
+
+
+def _prefix_scan(elements):
+    """Inclusive prefix products ``e_0 (x) ... (x) e_k`` of elements stacked on dim -3, by
+    recursive doubling (Hillis--Steele): ceil(log2 K) levels, each one batched combine."""
+    K = elements[0].shape[-3]
+    offset = 1
+    while offset < K:
+        tail = _combine([t[..., :K - offset, :, :] for t in elements],
+                        [t[..., offset:, :, :] for t in elements])
+        elements = [torch.cat([t[..., :offset, :, :], new], -3)
+                    for new, t in zip(tail, elements, strict=True)]
+        offset *= 2
+    return elements
+
+
+class GaussMarkovReadoutPath(TorchDistribution):
+    r"""Path :math:`y_{1:K}` of the noiseless readout :math:`y_k = H s_k` of a Gauss--Markov
+    chain, given the readout :math:`y_0` at the start.
+
+    .. math::
+
+        s_0 \sim \mathcal N(m_0, P_0), \qquad
+        s_k = A_k s_{k-1} + b_k + w_k, \quad w_k \sim \mathcal N(0, Q_k), \qquad
+        y_k = H s_k,
+
+    conditioned on :math:`H s_0 = y_0` (:func:`condition_on_readout`). :meth:`log_prob` is
+    the exact prediction-error decomposition, evaluated as a parallel prefix scan (module
+    docstring); :meth:`rsample` draws the state path by the parallel linear recurrence
+    (:func:`~pyro_vpf.ops.matrix_linear_recurrence`) and reads it out. Neither loops over
+    time. ``Q_k`` and ``P_0`` may be singular (a noiseless block, one noise driving several
+    states) as long as :math:`H Q_k H^\top` is positive definite.
+
+    Args:
+        y0 (torch.Tensor): ``(..., R)``.
+        loc0 (torch.Tensor): :math:`m_0`, ``(..., S)``.
+        cov0 (torch.Tensor): :math:`P_0`, ``(..., S, S)``, with :math:`H P_0 H^\top \succ 0`.
+        transition (torch.Tensor): :math:`A_k`, ``(..., K, S, S)``.
+        shift (torch.Tensor): :math:`b_k`, ``(..., K, S)``.
+        noise_cov (torch.Tensor): :math:`Q_k`, ``(..., K, S, S)``.
+        readout (torch.Tensor): :math:`H`, ``(..., R, S)``.
+
+    ``event_shape == (K, R)``; the batch shape is the broadcast of the arguments' batches.
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+    has_rsample = True
+
+    def __init__(self, y0, loc0, cov0, transition, shift, noise_cov, readout,
+                 validate_args=None):
+        if readout.dim() < 2 or y0.shape[-1:] != readout.shape[-2:-1]:
+            raise ValueError(f"readout must be (..., R, S) with R = y0's {tuple(y0.shape[-1:])}, "
+                             f"got {tuple(readout.shape)}")
+        S = readout.shape[-1]
+        if transition.dim() < 3 or transition.shape[-2:] != (S, S):
+            raise ValueError(f"transition must be (..., K, {S}, {S}), got "
+                             f"{tuple(transition.shape)}")
+        K = transition.shape[-3]
+        checks = (("loc0", loc0, (S,)), ("cov0", cov0, (S, S)), ("shift", shift, (K, S)),
+                  ("noise_cov", noise_cov, (K, S, S)))
+        for name, value, shape in checks:
+            if value.shape[value.dim() - len(shape):] != shape:
+                raise ValueError(f"{name} must end in {shape}, got {tuple(value.shape)}")
+        try:
+            batch_shape = torch.broadcast_shapes(
+                y0.shape[:-1], loc0.shape[:-1], cov0.shape[:-2], transition.shape[:-3],
+                shift.shape[:-2], noise_cov.shape[:-3], readout.shape[:-2])
+        except RuntimeError as err:
+            raise ValueError("batch dimensions of the arguments do not broadcast") from err
+        self.y0, self.loc0, self.cov0 = y0, loc0, cov0
+        self.transition, self.shift, self.noise_cov, self.readout = (
+            transition, shift, noise_cov, readout)
+        super().__init__(batch_shape, torch.Size((K, y0.shape[-1])), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(GaussMarkovReadoutPath, _instance)
+        batch_shape = torch.Size(batch_shape)
+        for name, event in (("y0", 1), ("loc0", 1), ("cov0", 2), ("transition", 3),
+                            ("shift", 2), ("noise_cov", 3), ("readout", 2)):
+            value = getattr(self, name)
+            setattr(new, name, value.expand(batch_shape + value.shape[value.dim() - event:]))
+        super(GaussMarkovReadoutPath, new).__init__(batch_shape, self.event_shape,
+                                                    validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def _start(self):
+        """The start conditioned on ``y0``: ``(loc, cov, projection)``."""
+        return condition_on_readout(self.loc0, self.cov0, self.readout, self.y0)
+
+    def rsample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)  # (..., K, R)
+        K, S = self.transition.shape[-3], self.readout.shape[-1]
+        state_shape = shape[:-2]
+        loc0, _, projection = self._start()
+        dtype, device = self.transition.dtype, self.transition.device
+        eps0 = torch.randn(state_shape + (S,), dtype=dtype, device=device)
+        s0 = loc0 + _mv(projection @ psd_root(self.cov0), eps0)
+        eps = torch.randn(state_shape + (K, S), dtype=dtype, device=device)
+        increments = self.shift + _mv(psd_root(self.noise_cov), eps)
+        first = increments[..., :1, :] + _mv(self.transition[..., :1, :, :], s0.unsqueeze(-2))
+        states = matrix_linear_recurrence(
+            self.transition, torch.cat([first, increments[..., 1:, :]], -2), dim=-2)
+        return _mv(self.readout.unsqueeze(-3), states)
+
+    def filter(self, value):
+        r"""Filtered moments :math:`E[s_k \mid y_{0:k}]`, :math:`\mathrm{Cov}[s_k \mid y_{0:k}]`
+        of every step, ``(..., K+1, S)`` and ``(..., K+1, S, S)`` (step 0 included), and the
+        log-density of ``value`` ``(...)``: one parallel scan for all three."""
+        if self._validate_args:
+            self._validate_sample(value)
+        A, b, Q = self.transition, self.shift, self.noise_cov
+        H = self.readout.unsqueeze(-3)  # (..., 1, R, S)
+        Ht = H.transpose(-1, -2)
+        batch = torch.broadcast_shapes(value.shape[:-2], self.batch_shape)
+        S = A.shape[-1]
+        eye = torch.eye(S, dtype=A.dtype, device=A.device)
+        m0, P0, _ = self._start()
+        m0, P0 = m0.expand(batch + (S,)), P0.expand(batch + (S, S))
+        # first element: the prediction from the conditioned start, updated with y_1
+        m1 = _mv(A[..., 0, :, :], m0) + b[..., 0, :]
+        P1 = A[..., 0, :, :] @ P0 @ A[..., 0, :, :].transpose(-1, -2) + Q[..., 0, :, :]
+        m1, P1, _ = condition_on_readout(m1, P1, self.readout, value[..., 0, :])
+        # the others: s_k | s_{k-1}, y_k and what y_k says about s_{k-1}
+        HQ = H @ Q
+        gain = torch.linalg.solve(HQ @ Ht, HQ).transpose(-1, -2)  # (..., K, S, R)
+        projection = eye - gain @ H
+        HA = H @ A
+        residual = value - _mv(H, b)  # (..., K, R)
+        innovation_cov = HQ @ Ht
+        A_el = projection @ A
+        b_el = _mv(projection, b) + _mv(gain, residual)
+        C_el = projection @ Q @ projection.transpose(-1, -2)
+        weighted = torch.linalg.solve(innovation_cov, HA)  # S^{-1} H A
+        eta = _mv(HA.transpose(-1, -2), torch.linalg.solve(innovation_cov, residual.unsqueeze(
+            -1)).squeeze(-1))
+        J = HA.transpose(-1, -2) @ weighted
+
+        def first_then_rest(first, rest):
+            rest = rest[..., 1:, :, :]
+            first = first.expand(batch + (1,) + rest.shape[-2:])
+            return torch.cat([first, rest.expand(batch + rest.shape[-3:])], -3)
+
+        zeros = torch.zeros(batch + (1, S, S), dtype=A.dtype, device=A.device)
+        zero_vec = torch.zeros(batch + (1, S, 1), dtype=A.dtype, device=A.device)
+        elements = [first_then_rest(zeros, A_el),
+                    first_then_rest(m1.unsqueeze(-2).unsqueeze(-1), b_el.unsqueeze(-1)),
+                    first_then_rest(P1.unsqueeze(-3), C_el),
+                    first_then_rest(zero_vec, eta.unsqueeze(-1)),
+                    first_then_rest(zeros, J)]
+        _, means, covs, _, _ = _prefix_scan(elements)
+        means = torch.cat([m0.unsqueeze(-2), means.squeeze(-1)], -2)  # (..., K+1, S)
+        covs = torch.cat([P0.unsqueeze(-3), covs], -3)
+        covs = 0.5 * (covs + covs.transpose(-1, -2))
+        # prediction errors of every step from the filtered moments of the one before
+        predicted = _mv(A, means[..., :-1, :]) + b
+        predicted_cov = A @ covs[..., :-1, :, :] @ A.transpose(-1, -2) + Q
+        error = value - _mv(H, predicted)
+        error_cov = H @ predicted_cov @ Ht
+        chol = torch.linalg.cholesky(0.5 * (error_cov + error_cov.transpose(-1, -2)))
+        white = torch.linalg.solve_triangular(chol, error.unsqueeze(-1), upper=False).squeeze(-1)
+        R = value.shape[-1]
+        log_prob = (-0.5 * white.square().sum(-1)
+                    - chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+                    - 0.5 * R * math.log(2 * math.pi)).sum(-1)
+        return means, covs, log_prob
+
+    def log_prob(self, value):
+        return self.filter(value)[2]
+
+
+def _parts(process):
+    if isinstance(process, LTIProcess):
+        return [process]
+    if isinstance(process, (list, tuple, nn.ModuleList)) and all(
+            isinstance(p, LTIProcess) for p in process) and len(process):
+        return list(process)
+    raise ValueError(f"process must be an LTIProcess or a list of them, got "
+                     f"{type(process).__name__}")
+
+
+class ProcessPath(TorchDistribution):
+    r"""Path :math:`y_{1:K}` of a base process's readout at given times, given :math:`y_0`.
+
+    Each of the ``D`` coordinates is :math:`y = \mu + H s` for an independent state
+    :math:`s` of the process (:mod:`pyro_vpf.processes`), started from its initial law
+    :math:`\mathcal N(0, P_0)` conditioned on :math:`H s(t_0) = y_0 - \mu`, with exact
+    transitions :math:`(A(\Delta_k), Q(\Delta_k))` for any (irregular, per-path) spacing. The
+    event is the readout alone, ``(K, D)``: its density is exact
+    (:class:`GaussMarkovReadoutPath`), the hidden state (velocity, the cycle's other
+    coordinate, the slope) is integrated out, and the path is the one quantity the
+    time-conditioned flow and the likelihood see — carrying the whole state instead would let
+    the flow mix a rough derivative into the path and lose the smoothness the base was chosen
+    for. A one-dimensional state has a Markov readout and is scored directly.
+
+    Args:
+        process (LTIProcess or list): one process with batch shape ``()`` (shared by every
+            coordinate) or ``(D,)`` (one per coordinate), or a list of processes whose batch
+            sizes (1 for ``()``) add up to ``D`` (different kinds per coordinate).
+        y0 (torch.Tensor): ``(..., D)``.
+        times (torch.Tensor): strictly increasing, ``(K+1,)`` or ``(..., K+1)``, ``K >= 1``.
+        mean (float or torch.Tensor): :math:`\mu`, broadcastable to ``(D,)``.
+
+    ``event_shape == (K, D)``.
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+    has_rsample = True
+
+    def __init__(self, process, y0, times, mean=0.0, validate_args=None):
+        parts = _parts(process)
+        if not isinstance(y0, torch.Tensor) or y0.dim() < 1:
+            raise ValueError("ProcessPath argument 'y0' must be a tensor of shape (..., D)")
+        if not isinstance(times, torch.Tensor) or times.dim() < 1 or times.shape[-1] < 2:
+            raise ValueError("ProcessPath argument 'times' must be a tensor (..., K+1), K >= 1")
+        if times.dtype != y0.dtype or times.device != y0.device:
+            raise ValueError(f"ProcessPath argument 'times' has dtype {times.dtype} on "
+                             f"{times.device}, but y0 has {y0.dtype} on {y0.device}")
+        D = y0.shape[-1]
+        sizes = [p.batch_shape.numel() for p in parts]  # a part with batch () covers one
+        if len(parts) == 1 and not len(parts[0].batch_shape):
+            sizes = [D]  # ... or, alone, every coordinate with shared parameters
+        if sum(sizes) != D:
+            raise ValueError(f"ProcessPath argument 'process' covers {sizes} coordinates, but "
+                             f"y0 has D = {D}")
+        for p in parts:
+            if p.deterministic:
+                raise ValueError(f"ProcessPath argument 'process': {type(p).__name__} puts no "
+                                 "noise on its readout, so its path has no density; add a "
+                                 "noisy process with processes.Sum")
+            if p._like.dtype != y0.dtype or p._like.device != y0.device:
+                raise ValueError(f"ProcessPath argument 'process' has dtype {p._like.dtype} on "
+                                 f"{p._like.device}, but y0 has {y0.dtype} on {y0.device}")
+        self.parts, self.sizes = parts, sizes
+        self.y0, self.times = y0, times
+        self.loc = torch.as_tensor(mean, dtype=y0.dtype, device=y0.device)
+        try:
+            batch_shape = torch.broadcast_shapes(y0.shape[:-1], times.shape[:-1],
+                                                 self.loc.shape[:-1])
+        except RuntimeError as err:
+            raise ValueError(f"batch dimensions do not broadcast: y0 {tuple(y0.shape)}, "
+                             f"times {tuple(times.shape)}") from err
+        super().__init__(batch_shape, torch.Size((times.shape[-1] - 1, D)),
+                         validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        D = self.event_shape[-1]
+        return ProcessPath(self.parts if len(self.parts) > 1 else self.parts[0],
+                           self.y0.expand(batch_shape + (D,)),
+                           self.times.expand(batch_shape + self.times.shape[-1:]), self.loc,
+                           validate_args=self._validate_args)
+
+    def _inner(self, part, y0):
+        """The coordinate-batched readout path of one part: batch ``(..., d)``, event
+        ``(K, 1)``."""
+        A, Q = part.transition(self.times.diff(dim=-1))  # (..., K, *pb, S, S)
+        if not len(part.batch_shape):
+            A, Q = A.unsqueeze(-3), Q.unsqueeze(-3)
+        A, Q = A.movedim(-3, -4), Q.movedim(-3, -4)  # (..., d, K, S, S)
+        cov0 = part.initial_covariance()
+        H = part.readout()
+        if not len(part.batch_shape):
+            cov0, H = cov0.unsqueeze(-3), H.unsqueeze(-2)
+        S = part.state_dim
+        zeros = A.new_zeros(A.shape[-3:-1])
+        return GaussMarkovReadoutPath(y0.unsqueeze(-1), cov0.new_zeros(cov0.shape[:-1]), cov0,
+                                      A, zeros, Q, H.unsqueeze(-2).expand(H.shape[:-1] + (1, S)))
+
+    def _split(self, value):
+        return value.split(self.sizes, dim=-1)
+
+    def _centred_start(self):
+        return self._split(self.y0 - self.loc)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        total = 0.0
+        for part, y0, y in zip(self.parts, self._centred_start(), self._split(value - self.loc),
+                               strict=True):
+            if part.state_dim == 1:
+                total = total + self._markov_log_prob(part, y0, y)
+            else:
+                inner = self._inner(part, y0)
+                total = total + inner.log_prob(y.movedim(-1, -2).unsqueeze(-1)).sum(-1)
+        return total
+
+    def _markov_log_prob(self, part, y0, y):
+        r"""A one-dimensional state: :math:`y_k \mid y_{k-1} \sim \mathcal N(A y_{k-1},
+        h^2 Q)`."""
+        A, Q = part.transition(self.times.diff(dim=-1))
+        h = part.readout()
+        if not len(part.batch_shape):
+            A, Q, h = A.unsqueeze(-3), Q.unsqueeze(-3), h.unsqueeze(-2)
+        A, Q, h = A[..., 0, 0], Q[..., 0, 0], h[..., 0]
+        previous = torch.cat([y0.unsqueeze(-2).expand(y.shape[:-2] + (1, y.shape[-1])),
+                              y[..., :-1, :]], -2)
+        variance = h.square() * Q
+        log_density = -0.5 * ((y - A * previous).square() / variance + variance.log()
+                              + math.log(2 * math.pi))
+        return log_density.sum((-1, -2))
+
+    def rsample(self, sample_shape=()):
+        sample_shape = torch.Size(sample_shape)
+        paths = []
+        for part, y0 in zip(self.parts, self._centred_start(), strict=True):
+            inner = self._inner(part, y0)
+            draw = inner.rsample(sample_shape)  # (..., d, K, 1)
+            paths.append(draw.squeeze(-1).movedim(-2, -1).expand(
+                sample_shape + self.batch_shape + (self.event_shape[0], draw.shape[-3])))
+        return torch.cat(paths, -1) + self.loc
+
+    def filtered_state(self, value):
+        r"""The state at the last time given the whole readout path, per part:
+        a list of ``(loc, cov)``, ``(..., d, S)`` and ``(..., d, S, S)`` (means of the centred
+        state :math:`s`, i.e. with :math:`\mu` removed)."""
+        states = []
+        for part, y0, y in zip(self.parts, self._centred_start(), self._split(value - self.loc),
+                               strict=True):
+            means, covs, _ = self._inner(part, y0).filter(y.movedim(-1, -2).unsqueeze(-1))
+            states.append((means[..., -1, :], covs[..., -1, :, :]))
+        return states
