@@ -20,13 +20,15 @@ class VPF(ObservationModel):
     .. math::
 
         z_0 &\sim \mathcal N(m_0, s_0^2), \qquad
-        z_{1:K} \mid z_0 \sim f_{t}\#\,\text{OU}(y_{1:K} \mid y_0 = f_{t_0}^{-1}(z_0)), \\
+        z_{1:K} \mid z_0 \sim f_{t}\#\,p_{\text{base}}(y_{1:K} \mid y_0 = f_{t_0}^{-1}(z_0)),
+        \\
         x_k &= g(u_k; z_k), \quad u_k \sim \mathcal N(0, I), \qquad k = 0, \dots, K,
 
     with :math:`f_t` a :class:`~pyro_vpf.transforms.TimeConditionedFlow` and :math:`g` a
     :class:`~pyro_vpf.transforms.ConditionalObservationFlow` (DESIGN §2). Sample sites
     (:mod:`pyro_vpf.sites`): ``"z0"`` (event ``(Dz,)``), ``"z"`` (event ``(K, Dz)``, a
-    ``TransformedDistribution`` of :class:`~pyro_vpf.distributions.OUPath`) and ``"x"``
+    ``TransformedDistribution`` of the base path: :class:`~pyro_vpf.distributions.OUPath` by
+    default, :class:`~pyro_vpf.distributions.ProcessPath` for another ``base``) and ``"x"``
     (event ``(K+1, Dx)``), inside the plate ``"sequences"``.
 
     Calling the model runs the program: ``model(x, times, mask=None)``, with ``x=None`` to
@@ -54,14 +56,18 @@ class VPF(ObservationModel):
             ``"linear_gaussian"``.
         time_periods (tuple of float): known periods of the data (e.g. ``(1.0,)`` for a
             yearly cycle with times in years), exact Fourier features of the latent flow.
+        base (LTIProcess or list): the base process of the latent path
+            (:mod:`pyro_vpf.processes`: ``OU`` by default, ``Matern``, ``LocalLinearTrend``,
+            ``Oscillator``, ``Sum`` of them, ...), one for every coordinate or a list of
+            ``latent_dim``; see :class:`~pyro_vpf.prior.LatentPathPrior`.
     """
 
     def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, num_flow_layers=6,
                  num_obs_flow_layers=6, time_embed_dim=16, time_scale=1.0, conditioner_layers=1,
-                 observation="flow", time_periods=()):
+                 observation="flow", time_periods=(), base=None):
         super().__init__()
         self.prior = LatentPathPrior(latent_dim, hidden_dim, num_flow_layers, time_embed_dim,
-                                     time_scale, conditioner_layers, time_periods)
+                                     time_scale, conditioner_layers, time_periods, base=base)
         self._init_observation(obs_dim, latent_dim, observation, num_obs_flow_layers, hidden_dim,
                                conditioner_layers)
 

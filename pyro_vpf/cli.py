@@ -43,6 +43,10 @@ def _add_train_arguments(parser):
                             default=None, help=_HELP.get(flag, f"default {default}"))
     parser.add_argument("--guide", dest="guide", choices=list(GUIDES),
                         default=None, help=f"posterior family (default {defaults['guide']})")
+    from pyro_vpf.processes import BASES
+
+    parser.add_argument("--base", dest="base", choices=list(BASES), default=None,
+                        help=f"base process of the latent path (default {defaults['base']})")
     parser.add_argument("--irregular", action="store_true",
                         help="per-sequence irregular observation times")
     parser.add_argument("--device", default=_DEVICE)
@@ -61,6 +65,8 @@ def _config(args):
         overrides["irregular"] = True
     if args.guide is not None:
         overrides["guide"] = args.guide
+    if args.base is not None:
+        overrides["base"] = args.base
     return TrainConfig.fast(**overrides) if args.fast else TrainConfig(**overrides)
 
 

@@ -7,7 +7,8 @@ from pyro.distributions import Normal, TransformedDistribution
 from torch import nn
 from torch.nn.functional import softplus
 
-from pyro_vpf.distributions import OUPath
+from pyro_vpf.distributions import OUPath, ProcessPath
+from pyro_vpf.processes import OU, LTIProcess
 from pyro_vpf.sites import Z0, Z
 from pyro_vpf.transforms import TimeConditionedFlow
 from pyro_vpf.validation import check_times
@@ -50,6 +51,28 @@ class PathPrior(nn.Module):
 
     def path_distribution(self, z0, times):
         raise NotImplementedError
+
+    def forecast(self, z, times, future_times):
+        r"""Draws of :math:`z` at ``future_times`` given the paths ``z`` at ``times``.
+
+        For a Markov prior only the last state matters:
+        :math:`z_{future} \sim p(z_{future} \mid z(t_K))`; priors whose latent path is the
+        readout of a larger state override this to use the whole path.
+
+        Args:
+            z (torch.Tensor): ``(..., K+1, Dz)`` paths (e.g. posterior draws).
+            times (torch.Tensor): ``(K+1,)`` or ``(B, K+1)``.
+            future_times (torch.Tensor): ``(F,)``, after ``times[..., -1]``.
+
+        Returns:
+            torch.Tensor: ``(..., F, Dz)``.
+        """
+        last = times[..., -1:]
+        batch = torch.broadcast_shapes(last.shape[:-1], future_times.shape[:-1])
+        grid = torch.cat([last.expand(batch + (1,)),
+                          future_times.expand(batch + future_times.shape[-1:])], -1)
+        path = self.path_distribution(z[..., -1, :], grid)
+        return path.rsample() if path.has_rsample else path.sample()
 
     def pyro_sample(self, times, kl_weight=1.0):
         r"""Draw the path inside a Pyro program: sites ``"z0"`` then ``"z"`` given it.
@@ -101,7 +124,7 @@ class LatentPathPrior(PathPrior):
 
         z_0 &\sim \mathcal N(m_0, \operatorname{diag}(s_0^2)), \qquad
         y_0 = f_{t_0}^{-1}(z_0), \\
-        y_{1:K} \mid y_0 &\sim \text{OU}(\mu, \kappa, \sigma) \text{ at } t_{1:K}
+        y_{1:K} \mid y_0 &\sim \text{base process at } t_{1:K}
             \quad(\text{exact transitions}), \qquad
         z_k = f_{t_k}(y_k),
 
@@ -110,13 +133,19 @@ class LatentPathPrior(PathPrior):
     .. math::
 
         \log p(z_{0:K}) = \log \mathcal N(z_0; m_0, s_0^2)
-            + \log p_{\text{OU}}(y_{1:K} \mid y_0)
+            + \log p_{\text{base}}(y_{1:K} \mid y_0)
             - \sum_{k=1}^K \log\left|\det \partial f_{t_k}/\partial y\,(y_k)\right|.
 
-    All of :math:`m_0, s_0, \mu, \kappa, \sigma` and the flow are learned; :math:`\kappa` and
-    :math:`\sigma` are positive through a softplus and start at :math:`\kappa = 1/T`,
-    :math:`\sigma = \sqrt{2\kappa}` (unit stationary variance) for the time unit
-    :math:`T` = ``time_scale``.
+    Each coordinate of :math:`y` is :math:`\mu_d + H s_d` for its own state :math:`s_d` of the
+    base process (:mod:`pyro_vpf.processes`); the path density is
+    :class:`~pyro_vpf.distributions.OUPath` for the default OU base (exactly as before base
+    processes existed) and :class:`~pyro_vpf.distributions.ProcessPath` otherwise, whose event
+    is the readout: the latent sites ``"z0"`` and ``"z"`` keep their shapes
+    (:mod:`pyro_vpf.sites`) whatever the base.
+
+    All of :math:`m_0, s_0, \mu`, the base's parameters and the flow are learned. The default
+    base is an OU per coordinate with :math:`\kappa = 1/T`, :math:`\sigma = \sqrt{2\kappa}`
+    (unit stationary variance) for the time unit :math:`T` = ``time_scale``.
 
     Args:
         latent_dim (int): :math:`D_z`.
@@ -127,41 +156,103 @@ class LatentPathPrior(PathPrior):
         conditioner_layers (int): hidden layers of each coupling's conditioner.
         time_periods (tuple of float): known periods of the data (in its time units), given to
             the flow as exact Fourier features.
+        base (LTIProcess or list): the base process: one for all coordinates (its parameters
+            are repeated per coordinate and learned separately, unless they already have
+            shape ``(Dz,)``), or a list of ``Dz`` processes (one per coordinate). Default:
+            :class:`~pyro_vpf.processes.OU`.
+
+    Raises:
+        ValueError: if ``base`` is not a process, does not match ``latent_dim``, or puts no
+            noise on its readout (an exactly periodic season alone).
     """
 
     def __init__(
         self, latent_dim, hidden_dim=128, num_flow_layers=6, time_embed_dim=16, time_scale=1.0,
-        conditioner_layers=1, time_periods=(),
+        conditioner_layers=1, time_periods=(), base=None,
     ):
         super().__init__(latent_dim)
-        rate = torch.full((latent_dim,), 1.0 / time_scale)
-        self.ou_mean = nn.Parameter(torch.zeros(latent_dim))
-        self.ou_rate_unconstrained = nn.Parameter(_inverse_softplus(rate))
-        self.ou_scale_unconstrained = nn.Parameter(_inverse_softplus((2 * rate).sqrt()))
+        if base is None:
+            rate = 1.0 / time_scale
+            base = OU(rate=rate, scale=(2 * rate) ** 0.5)
+        self.base = _per_coordinate(base, latent_dim)
+        self.base_mean = nn.Parameter(torch.zeros(latent_dim))
         self.flow = TimeConditionedFlow(
             latent_dim, num_flow_layers, hidden_dim, time_embed_dim, time_scale,
             conditioner_layers=conditioner_layers, time_periods=time_periods,
         )
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before base processes: the OU's parameters lived on the prior
+        renames = {"ou_mean": "base_mean", "ou_rate_unconstrained": "base.rate_unconstrained",
+                   "ou_scale_unconstrained": "base.scale_unconstrained"}
+        for old, new in renames.items():
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def ou_mean(self):
+        r"""The long-run mean :math:`\mu` (the name it had when the base was always an OU)."""
+        return self.base_mean
+
     @property
     def ou_rate(self):
-        return softplus(self.ou_rate_unconstrained)
+        return self._ou().rate
 
     @property
     def ou_scale(self):
-        return softplus(self.ou_scale_unconstrained)
+        return self._ou().scale
+
+    @property
+    def ou_rate_unconstrained(self):
+        """The OU base's raw rate parameter (the name it had on the prior)."""
+        return self._ou().rate_unconstrained
+
+    @property
+    def ou_scale_unconstrained(self):
+        """The OU base's raw scale parameter (the name it had on the prior)."""
+        return self._ou().scale_unconstrained
+
+    def _ou(self):
+        if not isinstance(self.base, OU):
+            raise AttributeError(f"the base process is {type(self.base).__name__}, not OU")
+        return self.base
+
+    def base_path(self, y0, times):
+        r"""The base path :math:`p(y_{1:K} \mid y_0)` at ``times``, event ``(K, Dz)``."""
+        if isinstance(self.base, OU):
+            return OUPath(y0, times, self.base_mean, self.base.rate, self.base.scale)
+        return ProcessPath(self.base, y0, times, self.base_mean)
 
     def path_distribution(self, z0, times):
         r""":math:`p(z_{1:K} \mid z_0)` at ``times`` ``(..., K+1)``: a ``TransformedDistribution``
-        of :class:`~pyro_vpf.distributions.OUPath`, event shape ``(K, Dz)``.
+        of the base path (:meth:`base_path`), event shape ``(K, Dz)``.
 
         Args:
             z0 (torch.Tensor): ``(..., Dz)``, the state at ``times[..., 0]``.
             times (torch.Tensor): ``(K+1,)`` or ``(..., K+1)``, ``K >= 1``.
         """
         y0 = self.flow.condition(times[..., :1]).inv(z0.unsqueeze(-2)).squeeze(-2)
-        base = OUPath(y0, times, self.ou_mean, self.ou_rate, self.ou_scale)
-        return TransformedDistribution(base, self.flow.condition(times[..., 1:]))
+        return TransformedDistribution(self.base_path(y0, times),
+                                       self.flow.condition(times[..., 1:]))
+
+    def forecast(self, z, times, future_times):
+        r"""Draws of :math:`z` at ``future_times`` given whole paths ``z`` ``(..., K+1, Dz)`` at
+        ``times``: :math:`y = f_t^{-1}(z)`, the base state at :math:`t_K` given
+        :math:`y_{0:K}` (the slope and phase the path implies), its exact transitions onwards,
+        then :math:`f_t` (:meth:`ProcessPath.forecast
+        <pyro_vpf.distributions.ProcessPath.forecast>`). For the OU base only :math:`z_K`
+        matters, as in :meth:`PathPrior.forecast`.
+
+        Returns:
+            torch.Tensor: ``(..., F, Dz)``.
+        """
+        if isinstance(self.base, OU):
+            return super().forecast(z, times, future_times)
+        y = self.flow.condition(times).inv(z)
+        path = ProcessPath(self.base, y[..., 0, :], times, self.base_mean)
+        y_future = path.forecast(y[..., 1:, :], future_times)
+        return self.flow.condition(future_times)(y_future)
 
     def log_prob(self, z, times):
         r""":math:`\log p(z_{0:K})` for ``z (..., K+1, Dz)`` at ``times (..., K+1)``."""
@@ -175,3 +266,33 @@ class LatentPathPrior(PathPrior):
         if times.shape[-1] > 1:
             log_p = log_p + self.path_distribution(z[..., 0, :], times).log_prob(z[..., 1:, :])
         return log_p
+
+
+def _per_coordinate(base, latent_dim):
+    """The base as one module covering ``latent_dim`` coordinates (``ValueError`` naming
+    ``base`` otherwise)."""
+    if isinstance(base, (list, tuple, nn.ModuleList)):
+        if not all(isinstance(p, LTIProcess) for p in base):
+            raise ValueError("base must be an LTIProcess or a list of them, got "
+                             f"{[type(p).__name__ for p in base]}")
+        sizes = [max(p.batch_shape.numel(), 1) for p in base]
+        if sum(sizes) != latent_dim:
+            raise ValueError(f"base lists processes for {sum(sizes)} coordinates, but "
+                             f"latent_dim is {latent_dim}")
+        parts = base
+    elif isinstance(base, LTIProcess):
+        if tuple(base.batch_shape) not in ((), (1,), (latent_dim,)):
+            raise ValueError(f"base has parameters for {tuple(base.batch_shape)} coordinates, "
+                             f"but latent_dim is {latent_dim}")
+        if tuple(base.batch_shape) != (latent_dim,):
+            base = base.expand((latent_dim,))
+        parts = [base]
+    else:
+        raise ValueError(f"base must be an LTIProcess (pyro_vpf.processes) or a list of them, "
+                         f"got {type(base).__name__}")
+    for p in parts:
+        if p.deterministic:
+            raise ValueError(f"base: {type(p).__name__} puts no noise on the path (an exactly "
+                             "periodic season alone has no path density); add a noisy process "
+                             "with processes.Sum, e.g. Sum(season, OU(...))")
+    return parts[0] if len(parts) == 1 and isinstance(base, LTIProcess) else nn.ModuleList(parts)

@@ -36,6 +36,7 @@ class TrainConfig:
     num_flow_layers: int = 4
     num_obs_flow_layers: int = 4
     conditioner_layers: int = 1
+    base: str = "ou"
     guide: str = "affine"
     # optimisation
     num_steps: int = 1000
@@ -98,16 +99,20 @@ def load_data(config):
 
 def build(config, obs_dim):
     """A fresh ``(VPF, guide)`` pair for ``config`` on its device; ``config.guide`` is
-    ``"affine"``, ``"markov"`` or ``"flow"``."""
+    ``"affine"``, ``"markov"`` or ``"flow"``, ``config.base`` a name of
+    :data:`pyro_vpf.processes.BASES`."""
     from pyro_vpf.guides import GUIDES
     from pyro_vpf.models import VPF
 
     if config.guide not in GUIDES:
         raise ValueError(f"guide must be one of {sorted(GUIDES)}, got {config.guide!r}")
 
+    from pyro_vpf.processes import make_base
+
     model = VPF(obs_dim, config.latent_dim, config.hidden_dim, config.num_flow_layers,
                 config.num_obs_flow_layers, time_scale=config.t_end,
-                conditioner_layers=config.conditioner_layers)
+                conditioner_layers=config.conditioner_layers,
+                base=make_base(config.base, config.t_end))
     guide = GUIDES[config.guide](obs_dim, config.latent_dim, config.hidden_dim)
     return model.to(config.device), guide.to(config.device)
 

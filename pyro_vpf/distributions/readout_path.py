@@ -30,7 +30,7 @@ from pyro_vpf.distributions.gauss_markov import _combine
 from pyro_vpf.ops import matrix_linear_recurrence
 from pyro_vpf.processes.base import LTIProcess, psd_root
 
-__all__ = ["GaussMarkovReadoutPath", "ProcessPath", "condition_on_readout"]
+__all__ = ["GaussMarkovReadoutPath", "ProcessPath", "condition_on_readout", "draw_states"]
 
 
 def _mv(matrix, vector):
@@ -65,6 +65,33 @@ def condition_on_readout(loc, cov, readout, value):
     projection = eye - gain @ readout
     new_loc = loc + _mv(gain, value - _mv(readout, loc))
     return new_loc, projection @ cov @ projection.transpose(-1, -2), projection
+
+
+def draw_states(loc0, root0, transition, noise_root, shift=None, shape=None):
+    r"""Reparameterised states :math:`s_{1:K}` of :math:`s_0 = m_0 + R_0\varepsilon_0`,
+    :math:`s_k = A_k s_{k-1} + b_k + R_k \varepsilon_k`, by the parallel linear recurrence.
+
+    Args:
+        loc0, root0: :math:`m_0` ``(..., S)``, :math:`R_0` ``(..., S, S)``.
+        transition, noise_root: :math:`A_k, R_k`, ``(..., K, S, S)``.
+        shift: :math:`b_k` ``(..., K, S)`` or ``None``.
+        shape: the batch shape of the draws (default: the arguments' broadcast batch).
+
+    Returns:
+        torch.Tensor: ``(*shape, K, S)``.
+    """
+    K, S = transition.shape[-3], transition.shape[-1]
+    if shape is None:
+        shape = torch.broadcast_shapes(loc0.shape[:-1], root0.shape[:-2],
+                                       transition.shape[:-3], noise_root.shape[:-3])
+    dtype, device = transition.dtype, transition.device
+    s0 = loc0 + _mv(root0, torch.randn(tuple(shape) + (S,), dtype=dtype, device=device))
+    increments = _mv(noise_root, torch.randn(tuple(shape) + (K, S), dtype=dtype, device=device))
+    if shift is not None:
+        increments = increments + shift
+    first = increments[..., :1, :] + _mv(transition[..., :1, :, :], s0.unsqueeze(-2))
+    return matrix_linear_recurrence(transition, torch.cat([first, increments[..., 1:, :]], -2),
+                                    dim=-2)
 
 
 def _prefix_scan(elements):
@@ -158,17 +185,9 @@ class GaussMarkovReadoutPath(TorchDistribution):
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)  # (..., K, R)
-        K, S = self.transition.shape[-3], self.readout.shape[-1]
-        state_shape = shape[:-2]
         loc0, _, projection = self._start()
-        dtype, device = self.transition.dtype, self.transition.device
-        eps0 = torch.randn(state_shape + (S,), dtype=dtype, device=device)
-        s0 = loc0 + _mv(projection @ psd_root(self.cov0), eps0)
-        eps = torch.randn(state_shape + (K, S), dtype=dtype, device=device)
-        increments = self.shift + _mv(psd_root(self.noise_cov), eps)
-        first = increments[..., :1, :] + _mv(self.transition[..., :1, :, :], s0.unsqueeze(-2))
-        states = matrix_linear_recurrence(
-            self.transition, torch.cat([first, increments[..., 1:, :]], -2), dim=-2)
+        states = draw_states(loc0, projection @ psd_root(self.cov0), self.transition,
+                             psd_root(self.noise_cov), self.shift, shape[:-2])
         return _mv(self.readout.unsqueeze(-3), states)
 
     def filter(self, value):
@@ -390,3 +409,32 @@ class ProcessPath(TorchDistribution):
             means, covs, _ = self._inner(part, y0).filter(y.movedim(-1, -2).unsqueeze(-1))
             states.append((means[..., -1, :], covs[..., -1, :, :]))
         return states
+
+    def forecast(self, value, future_times):
+        r"""Draws of the readout at ``future_times`` given the whole path ``value``.
+
+        The state at the last time given :math:`y_{0:K}` (:meth:`filtered_state`: the slope of
+        a trend, the phase of a cycle, the velocity of a Matérn path), then the exact
+        transitions onwards: structure is carried forward, not only the last value.
+
+        Args:
+            value (torch.Tensor): :math:`y_{1:K}`, ``(..., K, D)``.
+            future_times (torch.Tensor): ``(F,)`` or ``(..., F)``, after ``times[..., -1]``.
+
+        Returns:
+            torch.Tensor: ``(..., F, D)``, one draw per path.
+        """
+        last = self.times[..., -1:]
+        batch = torch.broadcast_shapes(last.shape[:-1], future_times.shape[:-1])
+        grid = torch.cat([last.expand(batch + (1,)),
+                          future_times.expand(batch + future_times.shape[-1:])], -1)
+        paths = []
+        for part, (loc, cov) in zip(self.parts, self.filtered_state(value), strict=True):
+            A, Q = part.transition(grid.diff(dim=-1))  # (..., F, *pb, S, S)
+            H = part.readout()
+            if not len(part.batch_shape):
+                A, Q, H = A.unsqueeze(-3), Q.unsqueeze(-3), H.unsqueeze(-2)
+            A, Q = A.movedim(-3, -4), Q.movedim(-3, -4)  # (..., d, F, S, S)
+            states = draw_states(loc, psd_root(cov), A, psd_root(Q))
+            paths.append((states * H.unsqueeze(-2)).sum(-1).movedim(-2, -1))  # (..., F, d)
+        return torch.cat(paths, -1) + self.loc

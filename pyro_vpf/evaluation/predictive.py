@@ -65,9 +65,10 @@ def interpolate(model, guide, x, times, query_times, mask=None, num_samples=100)
 def forecast(model, guide, x, times, future_times, mask=None, num_samples=100):
     r"""Forecast after the last observed time through the model's own prior dynamics.
 
-    :math:`z(t_K) \sim q(z(t_K) \mid x)` from the guide, then the exact latent path prior
-    :math:`p(z_{future} \mid z(t_K))` at ``future_times`` (one pass, any spacing), then
-    :math:`x \sim p(x \mid z)`.
+    Posterior paths :math:`z_{0:K} \sim q(z \mid x)` from the guide, then the model's prior
+    continuation :math:`p(z_{future} \mid z_{0:K})` at ``future_times`` (``prior.forecast``: one
+    pass, any spacing; for a structured base the state at :math:`t_K` given the whole path,
+    so a trend's slope and a cycle's phase are carried forward), then :math:`x \sim p(x \mid z)`.
 
     Args:
         future_times: ``(F,)`` strictly increasing, all after the last observed time of every
@@ -84,10 +85,11 @@ def forecast(model, guide, x, times, future_times, mask=None, num_samples=100):
     last = times[..., -1]
     if not bool((future_times[0] > last).all()):
         raise ValueError("future_times must all lie after the last observed time")
-    z_last = guide.marginal(x, times, last.reshape(-1, 1).expand(B, 1), mask).sample(
-        (num_samples,))[:, :, 0]
-    grid = torch.cat([last.reshape(-1, 1).expand(B, 1), future_times.expand(B, -1)], -1)
-    z = model.prior.path_distribution(z_last, grid).sample()  # (S, B, F, Dz)
+    with pyro.plate("samples", num_samples, dim=-2):
+        guide_trace = poutine.trace(guide).get_trace(x, times, mask)
+    path = torch.cat([guide_trace.nodes[Z0]["value"].unsqueeze(-2),
+                      guide_trace.nodes[Z]["value"]], -2)  # (S, B, K+1, Dz)
+    z = model.prior.forecast(path, times, future_times)  # (S, B, F, Dz)
     return {"z": z, "x": _decode(model, z)}
 
 
