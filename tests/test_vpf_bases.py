@@ -7,9 +7,9 @@ import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
-
 from pyro_vpf.guides import AffineGuide, MarkovGuide
 from pyro_vpf.models import VPF
+
 from pyro_vpf.prior import LatentPathPrior
 from pyro_vpf.processes import (
     BASES,
