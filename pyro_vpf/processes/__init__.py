@@ -7,6 +7,7 @@ any of them is :class:`~pyro_vpf.distributions.ProcessPath`.
 """
 
 from pyro_vpf.processes.base import LTIProcess, psd_root, van_loan
+from pyro_vpf.processes.fbm import MarkovFBM
 from pyro_vpf.processes.matern import Matern
 from pyro_vpf.processes.oscillator import Oscillator
 from pyro_vpf.processes.ou import OU
@@ -14,5 +15,5 @@ from pyro_vpf.processes.registry import BASES, make_base
 from pyro_vpf.processes.sum import Sum
 from pyro_vpf.processes.trend import IntegratedRandomWalk, LocalLinearTrend
 
-__all__ = ["BASES", "OU", "IntegratedRandomWalk", "LTIProcess", "LocalLinearTrend", "Matern",
-           "Oscillator", "Sum", "make_base", "psd_root", "van_loan"]
+__all__ = ["BASES", "OU", "IntegratedRandomWalk", "LTIProcess", "LocalLinearTrend", "MarkovFBM",
+           "Matern", "Oscillator", "Sum", "make_base", "psd_root", "van_loan"]
