@@ -1,13 +1,17 @@
 r"""The Gauss--Markov guide: a structured posterior over the whole latent path."""
 
+import copy
+
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions import MultivariateNormal
+from pyro.distributions import MultivariateNormal, TransformedDistribution
+from pyro.distributions.transforms import AffineTransform
 from torch import nn
 
 from pyro_vpf.distributions import (
     GaussMarkovPath,
+    GaussMarkovReadoutPath,
     gauss_markov_marginals,
     gauss_markov_posterior,
     ou_transition,
@@ -15,6 +19,7 @@ from pyro_vpf.distributions import (
 from pyro_vpf.nn import GRUEncoder
 from pyro_vpf.plates import sequence_plate
 from pyro_vpf.prior import _inverse_softplus
+from pyro_vpf.processes import JointStateSpace, per_coordinate, psd_root
 from pyro_vpf.sites import Z0, Z
 from pyro_vpf.validation import check_query_times, check_sequences
 
@@ -79,6 +84,19 @@ class MarkovGuide(nn.Module):
     training in ``benchmarks/bench_guides.py``, against 0.14 % for the same family fitted
     per sequence).
 
+    ``base=`` (``"smoother"`` only): the reference is a structured base process instead of
+    the OU -- normally the model's own, ``MarkovGuide(..., base=model.prior.base)``, whose
+    current parameters are copied and then learned with the guide. The chain is then over
+    the stacked base state :math:`s` (:class:`~pyro_vpf.processes.JointStateSpace`, e.g. level,
+    slope and cycle of every coordinate), :math:`z_k = \mu + H s_k`, and the potentials act
+    on :math:`z_k` (:math:`H^\top J_k H`, :math:`H^\top(h_k - J_k \mu)`). The sites carry
+    the readout: ``"z0"`` is :math:`\mathcal N(H m_0 + \mu, H P_0 H^\top)` and ``"z"`` the
+    readout path given it (:class:`~pyro_vpf.distributions.GaussMarkovReadoutPath`, exact
+    density by a parallel scan). For a linear-Gaussian VPF with that base the exact posterior
+    is again a member: reference equal to the prior (:math:`z_0 \sim \mathcal N(m_0,
+    \operatorname{diag} s_0^2)` read into the state by :meth:`JointStateSpace.start
+    <pyro_vpf.processes.JointStateSpace.start>`), potentials equal to the likelihood.
+
     Same call signature and sites as :class:`~pyro_vpf.guides.AffineGuide`.
 
     Args:
@@ -89,12 +107,14 @@ class MarkovGuide(nn.Module):
         full_scale (bool): lower-triangular :math:`L_k` (else diagonal).
         min_scale (float): floor of the diagonal of :math:`L_k` (``"direct"``).
         parametrization (str): ``"smoother"`` or ``"direct"``.
+        base (LTIProcess or list, optional): the reference process of ``"smoother"``
+            (default: a diagonal OU); a copy is taken.
     """
 
     continuous_time = False  # marginal() takes grid times only
 
     def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, full_transition=True,
-                 full_scale=True, min_scale=1e-4, parametrization="smoother"):
+                 full_scale=True, min_scale=1e-4, parametrization="smoother", base=None):
         super().__init__()
         if parametrization not in ("smoother", "direct"):
             raise ValueError(f"parametrization must be 'smoother' or 'direct', got "
@@ -103,11 +123,18 @@ class MarkovGuide(nn.Module):
             raise ValueError("parametrization='smoother' gives full A_k and L_k together "
                              "(full_transition=full_scale=True) or diagonal ones together "
                              "(both False); use parametrization='direct' to mix them")
+        if base is not None and parametrization != "smoother":
+            raise ValueError("base= gives the reference process of parametrization='smoother'; "
+                             f"parametrization={parametrization!r} has none")
         self.obs_dim, self.latent_dim = obs_dim, latent_dim
         self.full_transition, self.full_scale, self.min_scale = (
             full_transition, full_scale, min_scale)
         self.parametrization = parametrization
         self.encoder = GRUEncoder(obs_dim, hidden_dim)
+        self.reference = None
+        if base is not None:  # the guide's own copy, learned with it (even of a frozen model)
+            self.reference = copy.deepcopy(per_coordinate(base, latent_dim, "base"))
+            self.reference.requires_grad_(True)
         if parametrization == "smoother":
             self._build_smoother(obs_dim, latent_dim, hidden_dim)
         else:
@@ -120,9 +147,10 @@ class MarkovGuide(nn.Module):
         self.reference_init_scale_unconstrained = nn.Parameter(
             _inverse_softplus(torch.ones(D)))
         self.reference_mean = nn.Parameter(torch.zeros(D))
-        self.reference_rate_unconstrained = nn.Parameter(_inverse_softplus(torch.ones(D)))
-        self.reference_scale_unconstrained = nn.Parameter(
-            _inverse_softplus(torch.full((D,), 2.0).sqrt()))
+        if self.reference is None:
+            self.reference_rate_unconstrained = nn.Parameter(_inverse_softplus(torch.ones(D)))
+            self.reference_scale_unconstrained = nn.Parameter(
+                _inverse_softplus(torch.full((D,), 2.0).sqrt()))
         # per-channel potentials and their context-dependent corrections (zero at the start)
         self.channel_direction = nn.Parameter(torch.randn(obs_dim, D) / D**0.5)
         self.channel_gain = nn.Parameter(torch.ones(obs_dim))
@@ -160,7 +188,8 @@ class MarkovGuide(nn.Module):
         return L.tril(-1) + torch.diag_embed(diagonal)
 
     def parameters_of(self, x, times, mask=None):
-        """``(m0, L0, A, b, L)`` of :math:`q` for the sequences ``x`` (no validation)."""
+        """``(m0, L0, A, b, L)`` of :math:`q` for the sequences ``x`` (no validation); with a
+        ``base``, of the chain over the stacked base state (:meth:`readout` reads it)."""
         if self.parametrization == "smoother":
             return self._smoother_parameters(x, times, mask)
         return self._direct_parameters(x, times, mask)
@@ -185,10 +214,16 @@ class MarkovGuide(nn.Module):
             precision = torch.diag_embed((weighted * direction).sum(-2))
         return precision, information
 
+    def readout(self):
+        r""":math:`H`, ``(Dz, N)``, of the stacked reference state (``base=`` only)."""
+        return JointStateSpace(self.reference, self.latent_dim).readout()
+
     def _smoother_parameters(self, x, times, mask):
         B = x.shape[0]
         softplus = nn.functional.softplus
         precision, information = self.potentials(x, times, mask)
+        if self.reference is not None:
+            return self._state_parameters(times.expand(B, -1), precision, information)
         decay, variance = ou_transition(times.expand(B, -1),
                                         softplus(self.reference_rate_unconstrained),
                                         softplus(self.reference_scale_unconstrained))
@@ -197,6 +232,32 @@ class MarkovGuide(nn.Module):
             torch.diag_embed(softplus(self.reference_init_scale_unconstrained)),
             torch.diag_embed(decay), (1 - decay) * self.reference_mean,
             torch.diag_embed(variance.sqrt()), precision, information)
+
+    def _state_parameters(self, times, precision, information):
+        """The posterior chain over the stacked state of a structured reference."""
+        space = JointStateSpace(self.reference, self.latent_dim)
+        H, mean = space.readout(), self.reference_mean
+        A, Q = space.transition(times.diff(dim=-1))  # (B, K, N, N)
+        m0, P0 = space.start(self.reference_init_loc - mean,
+                             nn.functional.softplus(self.reference_init_scale_unconstrained))
+        state_information = (information - (precision @ mean.unsqueeze(-1)).squeeze(-1)) @ H
+        return gauss_markov_posterior(m0, psd_root(P0), A, A.new_zeros(A.shape[:-1]),
+                                      psd_root(Q), H.T @ precision @ H, state_information)
+
+    def _sites(self, m0, L0, A, b, L):
+        """``"z0"`` and ``"z"`` of the chain ``(m0, L0, A, b, L)``: the chain itself, or
+        with a structured reference its readout."""
+        if self.reference is None:
+            z0 = pyro.sample(Z0, MultivariateNormal(m0, scale_tril=L0))
+            return pyro.sample(Z, GaussMarkovPath(z0, A, b, L))
+        H, mean = self.readout(), self.reference_mean
+        cov0 = L0 @ L0.transpose(-1, -2)
+        start = H @ cov0 @ H.T
+        z0 = pyro.sample(Z0, MultivariateNormal(m0 @ H.T + mean,
+                                                0.5 * (start + start.transpose(-1, -2))))
+        path = GaussMarkovReadoutPath(z0 - mean, m0, cov0, A, b, L @ L.transpose(-1, -2), H)
+        return pyro.sample(Z, TransformedDistribution(path, AffineTransform(mean, 1.0,
+                                                                            event_dim=2)))
 
     def _direct_parameters(self, x, times, mask):
         D = self.latent_dim
@@ -231,6 +292,9 @@ class MarkovGuide(nn.Module):
                              "defines q(z | x) at the observation times only")
         m0, L0, A, b, L = self.parameters_of(x, times, mask)
         loc, cov = gauss_markov_marginals(m0, L0 @ L0.transpose(-1, -2), A, b, L)
+        if self.reference is not None:  # the readout of the state's marginals
+            H = self.readout()
+            loc, cov = loc @ H.T + self.reference_mean, H @ cov @ H.T
         D = self.latent_dim
         loc = loc.gather(1, index.unsqueeze(-1).expand(-1, -1, D))
         cov = cov.gather(1, index[..., None, None].expand(-1, -1, D, D))
@@ -245,5 +309,4 @@ class MarkovGuide(nn.Module):
         with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
             m0, L0, A, b, L = self.parameters_of(xb, tb, mb)
             with poutine.scale(scale=kl_weight):
-                z0 = pyro.sample(Z0, MultivariateNormal(m0, scale_tril=L0))
-                pyro.sample(Z, GaussMarkovPath(z0, A, b, L))
+                self._sites(m0, L0, A, b, L)

@@ -205,7 +205,11 @@ def matrix_linear_recurrence(A, b, dim=-2):
     if dim >= 0 or dim == -1:
         raise ValueError("dim must be a negative index other than -1 (the state dimension)")
     batch = torch.broadcast_shapes(A.shape[:-2], b.shape[:-1])
-    A = A.expand(batch + A.shape[-2:])
+    # A keeps its own batch (size-1 dims broadcast in the products): matrices shared by many
+    # paths (one transition per time step for a batch of draws) are multiplied once, not per
+    # path; only the recurrence dimension is expanded
+    A = A.reshape((1,) * (len(batch) - A.dim() + 2) + A.shape)
+    A = A.expand(A.shape[:dim - 1] + (batch[dim + 1],) + A.shape[dim:])
     b = b.expand(batch + b.shape[-1:])
     h = _odd_even_matrix_scan(A.movedim(dim - 1, 0), b.movedim(dim, 0))
     return h.movedim(0, dim)

@@ -8,7 +8,8 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from pyro_vpf.distributions import OUPath, ProcessPath
-from pyro_vpf.processes import OU, LTIProcess
+from pyro_vpf.processes import OU
+from pyro_vpf.processes.state_space import per_coordinate
 from pyro_vpf.sites import Z0, Z
 from pyro_vpf.transforms import TimeConditionedFlow
 from pyro_vpf.validation import check_times
@@ -174,7 +175,7 @@ class LatentPathPrior(PathPrior):
         if base is None:
             rate = 1.0 / time_scale
             base = OU(rate=rate, scale=(2 * rate) ** 0.5)
-        self.base = _per_coordinate(base, latent_dim)
+        self.base = per_coordinate(base, latent_dim)
         self.base_mean = nn.Parameter(torch.zeros(latent_dim))
         self.flow = TimeConditionedFlow(
             latent_dim, num_flow_layers, hidden_dim, time_embed_dim, time_scale,
@@ -266,33 +267,3 @@ class LatentPathPrior(PathPrior):
         if times.shape[-1] > 1:
             log_p = log_p + self.path_distribution(z[..., 0, :], times).log_prob(z[..., 1:, :])
         return log_p
-
-
-def _per_coordinate(base, latent_dim):
-    """The base as one module covering ``latent_dim`` coordinates (``ValueError`` naming
-    ``base`` otherwise)."""
-    if isinstance(base, (list, tuple, nn.ModuleList)):
-        if not all(isinstance(p, LTIProcess) for p in base):
-            raise ValueError("base must be an LTIProcess or a list of them, got "
-                             f"{[type(p).__name__ for p in base]}")
-        sizes = [max(p.batch_shape.numel(), 1) for p in base]
-        if sum(sizes) != latent_dim:
-            raise ValueError(f"base lists processes for {sum(sizes)} coordinates, but "
-                             f"latent_dim is {latent_dim}")
-        parts = base
-    elif isinstance(base, LTIProcess):
-        if tuple(base.batch_shape) not in ((), (1,), (latent_dim,)):
-            raise ValueError(f"base has parameters for {tuple(base.batch_shape)} coordinates, "
-                             f"but latent_dim is {latent_dim}")
-        if tuple(base.batch_shape) != (latent_dim,):
-            base = base.expand((latent_dim,))
-        parts = [base]
-    else:
-        raise ValueError(f"base must be an LTIProcess (pyro_vpf.processes) or a list of them, "
-                         f"got {type(base).__name__}")
-    for p in parts:
-        if p.deterministic:
-            raise ValueError(f"base: {type(p).__name__} puts no noise on the path (an exactly "
-                             "periodic season alone has no path density); add a noisy process "
-                             "with processes.Sum, e.g. Sum(season, OU(...))")
-    return parts[0] if len(parts) == 1 and isinstance(base, LTIProcess) else nn.ModuleList(parts)

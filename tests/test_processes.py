@@ -247,3 +247,42 @@ def test_per_coordinate_list_of_processes(float64):
     expected = (ProcessPath(parts[0], torch.zeros(1), times).log_prob(y[:, :1])
                 + ProcessPath(parts[1], torch.zeros(2), times).log_prob(y[:, 1:]))
     assert torch.allclose(path.log_prob(y), expected)
+
+
+def test_readout_path_with_shifts_matches_dense_conditioning(float64):
+    # a general chain (random A_k, shifts b_k, full Q_k, two readouts of a 3-state): the dense
+    # joint Gaussian of (y_0..y_K) by propagating means and cross-covariances, then
+    # log p(y_{1:K} | y_0) by dense conditioning; and with H = I the plain Gauss-Markov path
+    from pyro_vpf.distributions import GaussMarkovPath
+
+    g = torch.Generator().manual_seed(5)
+    K, S, R = 6, 3, 2
+    A = 0.6 * torch.randn(K, S, S, generator=g, dtype=D64)
+    b = torch.randn(K, S, generator=g, dtype=D64)
+    root = torch.randn(K, S, S, generator=g, dtype=D64).tril(-1) * 0.3 + torch.eye(S, dtype=D64)
+    Q = root @ root.mT
+    m0 = torch.randn(S, generator=g, dtype=D64)
+    P0 = torch.eye(S, dtype=D64) + 0.3 * torch.ones(S, S, dtype=D64)
+    H = torch.randn(R, S, generator=g, dtype=D64)
+    # dense joint of the states s_0..s_K
+    means, blocks = [m0], {(0, 0): P0}
+    for k in range(K):
+        means.append(A[k] @ means[-1] + b[k])
+        for j in range(k + 1):
+            blocks[(k + 1, j)] = A[k] @ blocks[(k, j)]
+        blocks[(k + 1, k + 1)] = A[k] @ blocks[(k, k)] @ A[k].T + Q[k]
+    cov = torch.zeros((K + 1) * R, (K + 1) * R, dtype=D64)
+    for (i, j), block in blocks.items():
+        cov[i * R:(i + 1) * R, j * R:(j + 1) * R] = H @ block @ H.T
+        cov[j * R:(j + 1) * R, i * R:(i + 1) * R] = H @ block.T @ H.T
+    mean = torch.cat([H @ m for m in means])
+    joint = torch.distributions.MultivariateNormal(mean, cov)
+    first = torch.distributions.MultivariateNormal(mean[:R], cov[:R, :R])
+    y = joint.sample((4,))
+    path = GaussMarkovReadoutPath(y[:, :R], m0, P0, A, b, Q, H)
+    expected = joint.log_prob(y) - first.log_prob(y[:, :R])
+    assert torch.allclose(path.log_prob(y[:, R:].reshape(4, K, R)), expected, atol=1e-9)
+    chain = GaussMarkovPath(y[:, :S] if R == S else m0.expand(4, S), A, b, root)
+    value = chain.sample()
+    identity = GaussMarkovReadoutPath(chain.z0, m0, P0, A, b, Q, torch.eye(S, dtype=D64))
+    assert torch.allclose(identity.log_prob(value), chain.log_prob(value), atol=1e-9)

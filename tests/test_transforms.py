@@ -231,3 +231,40 @@ def test_periodic_only_embedding_repeats_exactly():
     assert torch.allclose(embedding(t), embedding(t + 40.0), atol=1e-4)
     with pytest.raises(ValueError, match="embed_dim"):
         FourierTimeEmbedding(0)
+
+
+def test_learned_time_features_are_clamped_to_the_training_range():
+    embedding = FourierTimeEmbedding(8, time_scale=2.0, periods=(0.7,))
+    before = torch.tensor([-3.0, 0.5, 9.0])
+    unclamped = FourierTimeEmbedding(8, time_scale=2.0, periods=(0.7,), extrapolation="none")
+    unclamped.load_state_dict(embedding.state_dict())
+    with torch.no_grad():  # evaluation does not widen the range
+        assert torch.equal(embedding(before), unclamped(before))  # nothing seen, nothing clamped
+    embedding.eval()
+    embedding(torch.tensor([50.0]))  # nor does evaluation mode
+    embedding.train()
+    assert torch.isinf(embedding.time_min) and torch.isinf(embedding.time_max)
+    embedding(torch.linspace(0.0, 1.0, 5)).sum().backward()  # a training step sees [0, 1]
+    assert embedding.time_min.item() == 0.0 and embedding.time_max.item() == 1.0
+    later = torch.tensor([1.0, 4.0, 300.0])
+    with torch.no_grad():
+        features = embedding(later)
+        reference = unclamped(torch.ones(3))
+    learned, known = [0, 1, 2, 3, 5, 6, 7, 8], [4, 9]  # [sin(learned, known), cos(...)]
+    assert torch.equal(features[:, learned], reference[:, learned])  # frozen at t = 1
+    angle = 2 * math.pi * later / 0.7  # the known period keeps its exact phase
+    assert torch.allclose(features[:, known], torch.stack([angle.sin(), angle.cos()], -1),
+                          atol=1e-4)
+    assert not torch.allclose(unclamped(later)[:, learned], reference[:, learned])
+    with torch.no_grad():
+        early = embedding(torch.tensor([-5.0]))
+        assert torch.equal(early[:, learned], unclamped(torch.zeros(1))[:, learned])
+    # the range travels with the weights; weights saved without it load with no range
+    copy = FourierTimeEmbedding(8, time_scale=2.0, periods=(0.7,))
+    copy.load_state_dict(embedding.state_dict())
+    assert copy.time_max.item() == 1.0
+    old = {k: v for k, v in embedding.state_dict().items() if not k.startswith("time_")}
+    copy.load_state_dict(old)
+    assert torch.isinf(copy.time_max)
+    with pytest.raises(ValueError, match="extrapolation"):
+        FourierTimeEmbedding(8, extrapolation="wrap")

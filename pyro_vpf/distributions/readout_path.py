@@ -23,12 +23,12 @@ import math
 
 import torch
 from pyro.distributions import TorchDistribution
-from torch import nn
 from torch.distributions import constraints
 
 from pyro_vpf.distributions.gauss_markov import _combine
 from pyro_vpf.ops import matrix_linear_recurrence
-from pyro_vpf.processes.base import LTIProcess, psd_root
+from pyro_vpf.processes.base import psd_root
+from pyro_vpf.processes.state_space import coordinate_parts
 
 __all__ = ["GaussMarkovReadoutPath", "ProcessPath", "condition_on_readout", "draw_states"]
 
@@ -193,17 +193,23 @@ class GaussMarkovReadoutPath(TorchDistribution):
     def filter(self, value):
         r"""Filtered moments :math:`E[s_k \mid y_{0:k}]`, :math:`\mathrm{Cov}[s_k \mid y_{0:k}]`
         of every step, ``(..., K+1, S)`` and ``(..., K+1, S, S)`` (step 0 included), and the
-        log-density of ``value`` ``(...)``: one parallel scan for all three."""
+        log-density of ``value`` ``(...)``: one parallel scan for all three. The covariances
+        do not depend on the values and keep the batch of the covariance arguments (shared
+        by every path drawn at the same times)."""
         if self._validate_args:
             self._validate_sample(value)
         A, b, Q = self.transition, self.shift, self.noise_cov
         H = self.readout.unsqueeze(-3)  # (..., 1, R, S)
         Ht = H.transpose(-1, -2)
         batch = torch.broadcast_shapes(value.shape[:-2], self.batch_shape)
+        # covariances do not depend on the values: matrices keep their own (often much
+        # smaller) batch through the scan, only the vectors carry every path
+        matrix_batch = torch.broadcast_shapes(A.shape[:-3], Q.shape[:-3], self.cov0.shape[:-2],
+                                              self.readout.shape[:-2])
         S = A.shape[-1]
         eye = torch.eye(S, dtype=A.dtype, device=A.device)
         m0, P0, _ = self._start()
-        m0, P0 = m0.expand(batch + (S,)), P0.expand(batch + (S, S))
+        m0 = m0.expand(batch + (S,))
         # first element: the prediction from the conditioned start, updated with y_1
         m1 = _mv(A[..., 0, :, :], m0) + b[..., 0, :]
         P1 = A[..., 0, :, :] @ P0 @ A[..., 0, :, :].transpose(-1, -2) + Q[..., 0, :, :]
@@ -216,28 +222,28 @@ class GaussMarkovReadoutPath(TorchDistribution):
         residual = value - _mv(H, b)  # (..., K, R)
         innovation_cov = HQ @ Ht
         A_el = projection @ A
-        b_el = _mv(projection, b) + _mv(gain, residual)
+        b_el = b + _mv(gain, residual)  # (I - K H) b + K y
         C_el = projection @ Q @ projection.transpose(-1, -2)
         weighted = torch.linalg.solve(innovation_cov, HA)  # S^{-1} H A
         eta = _mv(HA.transpose(-1, -2), torch.linalg.solve(innovation_cov, residual.unsqueeze(
             -1)).squeeze(-1))
         J = HA.transpose(-1, -2) @ weighted
 
-        def first_then_rest(first, rest):
+        def first_then_rest(first, rest, shape):
             rest = rest[..., 1:, :, :]
-            first = first.expand(batch + (1,) + rest.shape[-2:])
-            return torch.cat([first, rest.expand(batch + rest.shape[-3:])], -3)
+            first = first.expand(shape + (1,) + rest.shape[-2:])
+            return torch.cat([first, rest.expand(shape + rest.shape[-3:])], -3)
 
-        zeros = torch.zeros(batch + (1, S, S), dtype=A.dtype, device=A.device)
+        zeros = torch.zeros(matrix_batch + (1, S, S), dtype=A.dtype, device=A.device)
         zero_vec = torch.zeros(batch + (1, S, 1), dtype=A.dtype, device=A.device)
-        elements = [first_then_rest(zeros, A_el),
-                    first_then_rest(m1.unsqueeze(-2).unsqueeze(-1), b_el.unsqueeze(-1)),
-                    first_then_rest(P1.unsqueeze(-3), C_el),
-                    first_then_rest(zero_vec, eta.unsqueeze(-1)),
-                    first_then_rest(zeros, J)]
+        elements = [first_then_rest(zeros, A_el, matrix_batch),
+                    first_then_rest(m1.unsqueeze(-2).unsqueeze(-1), b_el.unsqueeze(-1), batch),
+                    first_then_rest(P1.unsqueeze(-3), C_el, matrix_batch),
+                    first_then_rest(zero_vec, eta.unsqueeze(-1), batch),
+                    first_then_rest(zeros, J, matrix_batch)]
         _, means, covs, _, _ = _prefix_scan(elements)
         means = torch.cat([m0.unsqueeze(-2), means.squeeze(-1)], -2)  # (..., K+1, S)
-        covs = torch.cat([P0.unsqueeze(-3), covs], -3)
+        covs = torch.cat([P0.expand(matrix_batch + (S, S)).unsqueeze(-3), covs], -3)
         covs = 0.5 * (covs + covs.transpose(-1, -2))
         # prediction errors of every step from the filtered moments of the one before
         predicted = _mv(A, means[..., :-1, :]) + b
@@ -254,16 +260,6 @@ class GaussMarkovReadoutPath(TorchDistribution):
 
     def log_prob(self, value):
         return self.filter(value)[2]
-
-
-def _parts(process):
-    if isinstance(process, LTIProcess):
-        return [process]
-    if isinstance(process, (list, tuple, nn.ModuleList)) and all(
-            isinstance(p, LTIProcess) for p in process) and len(process):
-        return list(process)
-    raise ValueError(f"process must be an LTIProcess or a list of them, got "
-                     f"{type(process).__name__}")
 
 
 class ProcessPath(TorchDistribution):
@@ -296,7 +292,6 @@ class ProcessPath(TorchDistribution):
     has_rsample = True
 
     def __init__(self, process, y0, times, mean=0.0, validate_args=None):
-        parts = _parts(process)
         if not isinstance(y0, torch.Tensor) or y0.dim() < 1:
             raise ValueError("ProcessPath argument 'y0' must be a tensor of shape (..., D)")
         if not isinstance(times, torch.Tensor) or times.dim() < 1 or times.shape[-1] < 2:
@@ -305,17 +300,8 @@ class ProcessPath(TorchDistribution):
             raise ValueError(f"ProcessPath argument 'times' has dtype {times.dtype} on "
                              f"{times.device}, but y0 has {y0.dtype} on {y0.device}")
         D = y0.shape[-1]
-        sizes = [p.batch_shape.numel() for p in parts]  # a part with batch () covers one
-        if len(parts) == 1 and not len(parts[0].batch_shape):
-            sizes = [D]  # ... or, alone, every coordinate with shared parameters
-        if sum(sizes) != D:
-            raise ValueError(f"ProcessPath argument 'process' covers {sizes} coordinates, but "
-                             f"y0 has D = {D}")
+        parts, sizes = coordinate_parts(process, D, "ProcessPath argument 'process'")
         for p in parts:
-            if p.deterministic:
-                raise ValueError(f"ProcessPath argument 'process': {type(p).__name__} puts no "
-                                 "noise on its readout, so its path has no density; add a "
-                                 "noisy process with processes.Sum")
             if p._like.dtype != y0.dtype or p._like.device != y0.device:
                 raise ValueError(f"ProcessPath argument 'process' has dtype {p._like.dtype} on "
                                  f"{p._like.device}, but y0 has {y0.dtype} on {y0.device}")

@@ -72,15 +72,18 @@ def psd_root(cov, jitter=None):
     covariance range over many orders of magnitude (:math:`\Delta^5` to :math:`\Delta`), its
     correlation matrix does not. A relative jitter (default: 100 machine epsilons) keeps
     rank-deficient matrices (one driving noise for several states, a noiseless block)
-    factorisable; zero rows give zero rows.
+    factorisable; zero rows give exactly zero rows (not rows of the smallest normal number,
+    whose products would be subnormal: arithmetic on subnormals is orders of magnitude slower
+    on CPUs).
     """
-    eps = torch.finfo(cov.dtype).eps
-    jitter = 100 * eps if jitter is None else jitter
-    d = cov.diagonal(dim1=-2, dim2=-1).clamp_min(torch.finfo(cov.dtype).tiny).sqrt()
+    finfo = torch.finfo(cov.dtype)
+    jitter = 100 * finfo.eps if jitter is None else jitter
+    variance = cov.diagonal(dim1=-2, dim2=-1)
+    d = variance.clamp_min(finfo.tiny).sqrt()
     corr = cov / (d.unsqueeze(-1) * d.unsqueeze(-2))
     eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
     factor = torch.linalg.cholesky(corr + jitter * eye)
-    return d.unsqueeze(-1) * factor
+    return torch.where(variance > finfo.tiny, d, 0.0).unsqueeze(-1) * factor
 
 
 class LTIProcess(nn.Module):

@@ -249,7 +249,8 @@ class MarkovFBM(LTIProcess):
         time_scale (float): the horizon :math:`T > 0` of the approximation (not learned):
             the time span of the paths.
         init_level_scale (float or torch.Tensor): :math:`s_c > 0`, the prior standard
-            deviation of the level, learned.
+            deviation of the level (fixed: a path given its first value does not depend on
+            it).
         rates (torch.Tensor, optional): ``(M,)`` positive rates overriding
             :func:`geometric_rates` (``num_components`` must then equal ``M``).
 
@@ -287,7 +288,9 @@ class MarkovFBM(LTIProcess):
         self.time_scale = time_scale
         self._constrained("hurst", hurst_value, constraints.interval(0.0, 1.0))
         self._constrained("scale", scale, positive())
-        self._constrained("init_level_scale", init_level_scale, positive())
+        # fixed: a path conditioned on its first value (as the latent path is) does not
+        # depend on the level's prior, so nothing would ever train it
+        self._constrained("init_level_scale", init_level_scale, positive(), learnable=False)
         self.register_buffer("rates", rates.clone(), persistent=False)
 
     @property

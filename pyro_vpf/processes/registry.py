@@ -1,5 +1,6 @@
 r"""Base processes by name, scaled to the data's time unit (the CLI's ``--base``)."""
 
+from pyro_vpf.processes.fbm import MarkovFBM
 from pyro_vpf.processes.matern import Matern
 from pyro_vpf.processes.oscillator import Oscillator
 from pyro_vpf.processes.ou import OU
@@ -27,6 +28,8 @@ BASES = {
     "matern32": lambda T: Matern(1.5, lengthscale=T / 2),
     "matern52": lambda T: Matern(2.5, lengthscale=T / 2),
     "trend+cycle": _trend_and_cycle,
+    # Brownian to start with (H = 1/2), the Hurst index learned; built for the horizon T
+    "fbm": lambda T: MarkovFBM(hurst=0.5, num_components=5, scale=1.0 / T**0.5, time_scale=T),
 }
 
 

@@ -26,17 +26,32 @@ class FourierTimeEmbedding(nn.Module):
     on it is defined the same way at any time, however far beyond the training times (what a
     long forecast needs; learned features take phases never seen in training there).
 
+    **Beyond the training times.** Learned features at times never seen in training take
+    phases the flow never learned (a forecast through them can explode). By default
+    (``extrapolation="clamp"``) the module records the range of times it sees while it
+    trains (in training mode with gradients enabled: a loss being optimised), in the buffers
+    ``time_min`` and ``time_max``, and evaluates the learned features at
+    :math:`\operatorname{clamp}(t, t_{\min}, t_{\max})`: after the training range the flow
+    stays the one learned at its end, and the known periods keep their exact phase. Nothing
+    is clamped before the first training step. ``extrapolation="none"`` evaluates the
+    features at :math:`t` everywhere.
+
     Args:
         embed_dim (int): number of learned features, even (0 allowed with ``periods``).
         time_scale (float): the time unit of the data (e.g. the training horizon).
         learnable (bool): learn frequencies and phases (default) or keep them fixed.
         periods (tuple of float): known periods, each > 0.
+        extrapolation (str): ``"clamp"`` (default) or ``"none"``.
 
     Shapes: ``times (...)`` -> ``(..., output_dim)``, ``output_dim = embed_dim + 2 len(periods)``.
     """
 
-    def __init__(self, embed_dim=16, time_scale=1.0, learnable=True, periods=()):
+    def __init__(self, embed_dim=16, time_scale=1.0, learnable=True, periods=(),
+                 extrapolation="clamp"):
         super().__init__()
+        if extrapolation not in ("clamp", "none"):
+            raise ValueError(f"extrapolation must be 'clamp' or 'none', got {extrapolation!r}")
+        self.extrapolation = extrapolation
         periods = tuple(float(p) for p in periods)
         if not all(p > 0 for p in periods):
             raise ValueError(f"periods must all be positive, got {periods}")
@@ -59,6 +74,27 @@ class FourierTimeEmbedding(nn.Module):
         else:
             self.register_buffer("frequency", frequency)
             self.register_buffer("phase", phase)
+        # the training range of times (empty: +inf, -inf), kept in checkpoints
+        self.register_buffer("time_min", torch.tensor(math.inf))
+        self.register_buffer("time_max", torch.tensor(-math.inf))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name, empty in (("time_min", math.inf), ("time_max", -math.inf)):
+            if prefix + name not in state_dict:  # written before the range was recorded
+                state_dict[prefix + name] = torch.tensor(empty, dtype=self.time_min.dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _learned_times(self, times):
+        """``times`` as the learned features see them (module docstring)."""
+        if self.extrapolation == "none" or not self.embed_dim:
+            return times
+        if self.training and torch.is_grad_enabled() and times.numel():
+            with torch.no_grad():
+                self.time_min.copy_(torch.minimum(self.time_min, times.min().to(self.time_min)))
+                self.time_max.copy_(torch.maximum(self.time_max, times.max().to(self.time_max)))
+        low, high = self.time_min.to(times.dtype), self.time_max.to(times.dtype)
+        # no host synchronisation: an empty range (nothing trained yet) leaves times as they are
+        return torch.where(low <= high, torch.maximum(torch.minimum(times, high), low), times)
 
     def forward(self, times):
         if not isinstance(times, torch.Tensor) or times.dtype != self.frequency.dtype:
@@ -71,7 +107,8 @@ class FourierTimeEmbedding(nn.Module):
             raise ValueError(
                 f"times is on {times.device} but the module is on {self.frequency.device}"
             )
-        angle = (times / self.time_scale).unsqueeze(-1) * self.frequency + self.phase
+        learned = self._learned_times(times)
+        angle = (learned / self.time_scale).unsqueeze(-1) * self.frequency + self.phase
         if self.periods.numel():
             known = times.unsqueeze(-1) * (2 * math.pi / self.periods.to(times.dtype))
             angle = torch.cat([angle, known], dim=-1)
@@ -79,4 +116,5 @@ class FourierTimeEmbedding(nn.Module):
 
     def extra_repr(self):
         periods = f", periods={tuple(self.periods.tolist())}" if self.periods.numel() else ""
-        return f"embed_dim={self.embed_dim}, time_scale={self.time_scale}{periods}"
+        return (f"embed_dim={self.embed_dim}, time_scale={self.time_scale}{periods}, "
+                f"extrapolation={self.extrapolation!r}")
