@@ -29,7 +29,8 @@ The backward pass is the adjoint recurrence, itself a reversed linear recurrence
 
 import torch
 
-__all__ = ["linear_recurrence", "matrix_linear_recurrence", "sequential_linear_recurrence"]
+__all__ = ["from_columns", "linear_recurrence", "matrix_linear_recurrence", "matvec",
+           "sequential_linear_recurrence", "shared_dims", "to_columns"]
 
 
 def _check_recurrence_args(a, b, dim):
@@ -164,7 +165,8 @@ def _odd_even_matrix_scan(A, b):
     """h_k = A_k h_{k-1} + b_k along dim 0 (h_{-1} = 0), by recursive odd-even reduction.
 
     Built from out-of-place ops only, so autograd differentiates it as it is. ``A`` is
-    ``(K, ..., D, D)``, ``b`` ``(K, ..., D)``.
+    ``(K, ..., D, D)``, ``b`` ``(K, ..., D, C)``: ``C`` recurrences sharing their matrices,
+    side by side as columns (one matrix product for all of them).
     """
     K = b.shape[0]
     if K == 1:
@@ -173,11 +175,9 @@ def _odd_even_matrix_scan(A, b):
     A_even, A_odd = A[0 : 2 * half : 2], A[1 : 2 * half : 2]
     b_even, b_odd = b[0 : 2 * half : 2], b[1 : 2 * half : 2]
     # pairs (2i, 2i+1) compose into one step ending at 2i+1
-    h_odd = _odd_even_matrix_scan(
-        A_odd @ A_even, (A_odd @ b_even.unsqueeze(-1)).squeeze(-1) + b_odd
-    )
+    h_odd = _odd_even_matrix_scan(A_odd @ A_even, A_odd @ b_even + b_odd)
     # h_{2i} = A_{2i} h_{2i-1} + b_{2i} for i >= 1; h_0 = b_0
-    rest = (A[2:K:2] @ h_odd[: (K - 1) // 2].unsqueeze(-1)).squeeze(-1) + b[2:K:2]
+    rest = A[2:K:2] @ h_odd[: (K - 1) // 2] + b[2:K:2]
     h_even = torch.cat([b[:1], rest])
     if K % 2:
         h_odd = torch.cat([h_odd, torch.zeros_like(h_odd[:1])])
@@ -205,11 +205,62 @@ def matrix_linear_recurrence(A, b, dim=-2):
     if dim >= 0 or dim == -1:
         raise ValueError("dim must be a negative index other than -1 (the state dimension)")
     batch = torch.broadcast_shapes(A.shape[:-2], b.shape[:-1])
-    # A keeps its own batch (size-1 dims broadcast in the products): matrices shared by many
-    # paths (one transition per time step for a batch of draws) are multiplied once, not per
-    # path; only the recurrence dimension is expanded
-    A = A.reshape((1,) * (len(batch) - A.dim() + 2) + A.shape)
-    A = A.expand(A.shape[:dim - 1] + (batch[dim + 1],) + A.shape[dim:])
-    b = b.expand(batch + b.shape[-1:])
-    h = _odd_even_matrix_scan(A.movedim(dim - 1, 0), b.movedim(dim, 0))
-    return h.movedim(0, dim)
+    n = len(batch)
+    A = A.reshape((1,) * (n + 2 - A.dim()) + A.shape)
+    time_dim = n + 1 + dim  # of the recurrence, in b (and A)
+    A = A.expand(A.shape[:time_dim] + (batch[time_dim],) + A.shape[time_dim + 1:])
+    # dimensions along which the matrices are shared (many paths at the same times) become
+    # columns of one right-hand side: each matrix is multiplied once, not once per path
+    shared, own = shared_dims(A.shape[:-2], batch)
+    columns = to_columns(b, batch, shared, own)  # (..., D, C)
+    A = own_dims(A, n, own)
+    step = own.index(time_dim)
+    h = _odd_even_matrix_scan(A.movedim(step, 0), columns.movedim(step, 0)).movedim(0, step)
+    return from_columns(h, batch, shared, own)
+
+
+def shared_dims(matrix_batch, batch):
+    """Split the dimensions of ``batch`` into those along which matrices of batch shape
+    ``matrix_batch`` are shared (size 1 there, more than 1 in ``batch``) and their own.
+
+    Returns:
+        tuple: ``(shared, own)``, lists of dimension indices of ``batch``.
+    """
+    n = len(batch)
+    padded = (1,) * (n - len(matrix_batch)) + tuple(matrix_batch)
+    shared = [i for i in range(n) if padded[i] == 1 and batch[i] > 1]
+    return shared, [i for i in range(n) if i not in shared]
+
+
+def to_columns(vector, batch, shared, own):
+    """``vector`` ``(..., S)``, expanded to ``batch + (S,)``, as columns ``(*own, S, C)``: the
+    shared dimensions side by side in ``C``."""
+    n = len(batch)
+    v = vector.expand(tuple(batch) + vector.shape[-1:]).permute(own + [n] + shared)
+    return v.reshape(v.shape[:len(own) + 1] + (-1,))
+
+
+def from_columns(columns, batch, shared, own):
+    """The inverse of :func:`to_columns`: ``(*own, S, C)`` -> ``batch + (S,)``."""
+    n = len(batch)
+    h = columns.reshape(columns.shape[:-1] + tuple(batch[i] for i in shared))
+    order = own + [n] + shared
+    return h.permute([order.index(i) for i in range(n + 1)]).contiguous()
+
+
+def matvec(matrix, vector):
+    r""":math:`M v` for ``matrix`` ``(..., R, S)`` and ``vector`` ``(..., S)`` with broadcast
+    batches, returning ``(..., R)``. Where the matrices are shared by many vectors (one
+    transition for a batch of paths), the vectors become the columns of one product instead
+    of the matrix being copied once per vector."""
+    batch = torch.broadcast_shapes(matrix.shape[:-2], vector.shape[:-1])
+    shared, own = shared_dims(matrix.shape[:-2], batch)
+    out = own_dims(matrix, len(batch), own) @ to_columns(vector, batch, shared, own)
+    return from_columns(out, batch, shared, own)
+
+
+def own_dims(matrix, n, own):
+    """``matrix`` ``(..., R, S)`` with a batch of rank at most ``n``, keeping only the batch
+    dimensions ``own`` (the others have size 1)."""
+    matrix = matrix.reshape((1,) * (n + 2 - matrix.dim()) + matrix.shape)
+    return matrix.reshape(tuple(matrix.shape[i] for i in own) + matrix.shape[-2:])

@@ -100,7 +100,8 @@ def load_data(config):
 def build(config, obs_dim):
     """A fresh ``(VPF, guide)`` pair for ``config`` on its device; ``config.guide`` is
     ``"affine"``, ``"markov"`` or ``"flow"``, ``config.base`` a name of
-    :data:`pyro_vpf.processes.BASES`."""
+    :data:`pyro_vpf.processes.BASES`. With a structured base the Markov guide's smoother
+    takes the model's base as its reference (``MarkovGuide(..., base=model.prior.base)``)."""
     from pyro_vpf.guides import GUIDES
     from pyro_vpf.models import VPF
 
@@ -113,7 +114,11 @@ def build(config, obs_dim):
                 config.num_obs_flow_layers, time_scale=config.t_end,
                 conditioner_layers=config.conditioner_layers,
                 base=make_base(config.base, config.t_end))
-    guide = GUIDES[config.guide](obs_dim, config.latent_dim, config.hidden_dim)
+    if config.guide == "markov" and config.base != "ou":  # the smoother's reference: the base
+        guide = GUIDES["markov"](obs_dim, config.latent_dim, config.hidden_dim,
+                                 base=model.prior.base)
+    else:
+        guide = GUIDES[config.guide](obs_dim, config.latent_dim, config.hidden_dim)
     return model.to(config.device), guide.to(config.device)
 
 

@@ -189,3 +189,41 @@ def test_scaling_benchmark_runs_and_writes_json(tmp_path):
         ("fit (SVI)", 1), ("lightning x1", 1), ("lightning x2", 2)]
     assert all(r["sequences_per_second"] > 0 for r in record["rows"])
     assert record["speedup_2_over_1"]["cpu: x2/x1"] > 0
+
+
+@pytest.mark.slow
+def test_bases_benchmark_runs_and_writes_json(tmp_path):
+    import math
+
+    out = tmp_path / "bases.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_bases.py"), "--quick",
+           "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(out.read_text())
+
+    def finite(row, keys):
+        for key in keys:
+            values = row[key] if isinstance(row[key], list) else [row[key]]
+            assert values and all(isinstance(v, (int, float)) and math.isfinite(v)
+                                  for v in values), (key, row)
+
+    assert [r["model"] for r in record["co2"]] == ["structural", "vpf[trend+cycle]", "vpf[ou]"]
+    for r in record["co2"] + record["co2_summary"]:
+        finite(r, ("mse", "mae", "crps", "cov50", "cov90", "seconds"))
+        assert 0 <= r["cov50"] <= 1 and 0 <= r["cov90"] <= 1
+    bases = [r["base"] for r in record["fine"]]
+    assert bases[0] == "truth" and {"ou", "matern32", "matern52", "trend+cycle"} <= set(bases)
+    for r in record["fine"]:
+        finite(r, ("ratio", "gm41", "ed41", "ed1001"))
+        assert len(r["ratio"]) == 3 and min(r["ratio"]) > 0
+    assert {(r["base"], r["points"]) for r in record["sampling"]} == {
+        (b, k) for b in bases[1:] for k in (101, 1001, 10001)}
+    for r in record["sampling"]:
+        finite(r, ("sampler_s", "base_s", "us_per_point", "sampler_over_ou", "base_over_ou"))
+    assert {(r["guide"], r["base"]) for r in record["step"]} == {
+        (g, b) for g in ("affine", "markov") for b in bases[1:]}
+    for r in record["step"]:
+        finite(r, ("step_s", "over_ou"))
+        assert r["step_s"] > 0
+    assert record["targets"] and all(isinstance(t["met"], bool) for t in record["targets"])

@@ -3,7 +3,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyro_vpf.ops import linear_recurrence, sequential_linear_recurrence
+from pyro_vpf.ops import (
+    linear_recurrence,
+    matrix_linear_recurrence,
+    matvec,
+    sequential_linear_recurrence,
+)
 
 
 def loop_reference(a, b):
@@ -85,3 +90,19 @@ def test_matrix_recurrence_matches_loop_and_autograd():
     assert torch.autograd.gradcheck(matrix_linear_recurrence, (A, b))
     with pytest.raises(ValueError):
         matrix_linear_recurrence(torch.randn(6, 2, 3), torch.randn(6, 2))
+
+
+def test_shared_matrices_as_columns_match_broadcasting():
+    # matrices shared by many vectors (one transition for a batch of paths) are applied as
+    # columns of one product: the same numbers as plain broadcasting, in both operations
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(3, 1, 9, 4, 4, generator=g, dtype=torch.float64) * 0.5  # (d, 1, K, S, S)
+    b = torch.randn(5, 3, 7, 9, 4, generator=g, dtype=torch.float64)  # (P, d, B, K, S)
+    expected = (A @ b.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(matvec(A, b), expected, atol=1e-12)
+    assert torch.allclose(matvec(A[0, 0], b), (A[0, 0] @ b.unsqueeze(-1)).squeeze(-1))
+    h = matrix_linear_recurrence(A, b, dim=-2)
+    state = torch.zeros_like(b[..., 0, :])
+    for k in range(b.shape[-2]):
+        state = (A[..., k, :, :] @ state.unsqueeze(-1)).squeeze(-1) + b[..., k, :]
+        assert torch.allclose(h[..., k, :], state, atol=1e-10)

@@ -26,15 +26,21 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
 from pyro_vpf.distributions.gauss_markov import _combine
-from pyro_vpf.ops import matrix_linear_recurrence
+from pyro_vpf.ops import (
+    from_columns,
+    matrix_linear_recurrence,
+    matvec,
+    own_dims,
+    shared_dims,
+    to_columns,
+)
 from pyro_vpf.processes.base import psd_root
 from pyro_vpf.processes.state_space import coordinate_parts
 
 __all__ = ["GaussMarkovReadoutPath", "ProcessPath", "condition_on_readout", "draw_states"]
 
 
-def _mv(matrix, vector):
-    return (matrix @ vector.unsqueeze(-1)).squeeze(-1)
+_mv = matvec
 
 
 def condition_on_readout(loc, cov, readout, value):
@@ -225,8 +231,7 @@ class GaussMarkovReadoutPath(TorchDistribution):
         b_el = b + _mv(gain, residual)  # (I - K H) b + K y
         C_el = projection @ Q @ projection.transpose(-1, -2)
         weighted = torch.linalg.solve(innovation_cov, HA)  # S^{-1} H A
-        eta = _mv(HA.transpose(-1, -2), torch.linalg.solve(innovation_cov, residual.unsqueeze(
-            -1)).squeeze(-1))
+        eta = residual  # (..., K, R) -> (H A)^T S^{-1} residual, below with the columns
         J = HA.transpose(-1, -2) @ weighted
 
         def first_then_rest(first, rest, shape):
@@ -234,15 +239,32 @@ class GaussMarkovReadoutPath(TorchDistribution):
             first = first.expand(shape + (1,) + rest.shape[-2:])
             return torch.cat([first, rest.expand(shape + rest.shape[-3:])], -3)
 
+        # vectors in columns: the paths that share the matrices side by side, so that every
+        # product of the scan multiplies a matrix once (ops.matvec)
+        K = A.shape[-3]
+        steps, matrix_steps = batch + (K,), matrix_batch + (K,)
+        shared, own = shared_dims(matrix_steps, steps)
+
+        def columns(vectors):
+            return to_columns(vectors, steps, shared, own)
+
+        def matrices(mats):
+            return own_dims(mats, len(steps), own)
+
+        eta = _mv(HA.transpose(-1, -2), from_columns(torch.linalg.solve(
+            matrices(innovation_cov.expand(matrix_steps + innovation_cov.shape[-2:])),
+            columns(residual.expand(steps + residual.shape[-1:]))), steps, shared, own))
         zeros = torch.zeros(matrix_batch + (1, S, S), dtype=A.dtype, device=A.device)
-        zero_vec = torch.zeros(batch + (1, S, 1), dtype=A.dtype, device=A.device)
-        elements = [first_then_rest(zeros, A_el, matrix_batch),
-                    first_then_rest(m1.unsqueeze(-2).unsqueeze(-1), b_el.unsqueeze(-1), batch),
-                    first_then_rest(P1.unsqueeze(-3), C_el, matrix_batch),
-                    first_then_rest(zero_vec, eta.unsqueeze(-1), batch),
-                    first_then_rest(zeros, J, matrix_batch)]
+        b_el = torch.cat([m1.unsqueeze(-2), b_el.expand(steps + (S,))[..., 1:, :]], -2)
+        eta = torch.cat([torch.zeros_like(m1).unsqueeze(-2),
+                         eta.expand(steps + (S,))[..., 1:, :]], -2)
+        elements = [matrices(first_then_rest(zeros, A_el, matrix_batch)), columns(b_el),
+                    matrices(first_then_rest(P1.unsqueeze(-3), C_el, matrix_batch)),
+                    columns(eta), matrices(first_then_rest(zeros, J, matrix_batch))]
         _, means, covs, _, _ = _prefix_scan(elements)
-        means = torch.cat([m0.unsqueeze(-2), means.squeeze(-1)], -2)  # (..., K+1, S)
+        means = from_columns(means, steps, shared, own)
+        means = torch.cat([m0.unsqueeze(-2), means], -2)  # (..., K+1, S)
+        covs = covs.reshape(matrix_steps + (S, S))
         covs = torch.cat([P0.expand(matrix_batch + (S, S)).unsqueeze(-3), covs], -3)
         covs = 0.5 * (covs + covs.transpose(-1, -2))
         # prediction errors of every step from the filtered moments of the one before
@@ -251,7 +273,8 @@ class GaussMarkovReadoutPath(TorchDistribution):
         error = value - _mv(H, predicted)
         error_cov = H @ predicted_cov @ Ht
         chol = torch.linalg.cholesky(0.5 * (error_cov + error_cov.transpose(-1, -2)))
-        white = torch.linalg.solve_triangular(chol, error.unsqueeze(-1), upper=False).squeeze(-1)
+        white = from_columns(torch.linalg.solve_triangular(
+            matrices(chol), columns(error), upper=False), steps, shared, own)
         R = value.shape[-1]
         log_prob = (-0.5 * white.square().sum(-1)
                     - chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
