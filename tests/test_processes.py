@@ -286,3 +286,19 @@ def test_readout_path_with_shifts_matches_dense_conditioning(float64):
     value = chain.sample()
     identity = GaussMarkovReadoutPath(chain.z0, m0, P0, A, b, Q, torch.eye(S, dtype=D64))
     assert torch.allclose(identity.log_prob(value), chain.log_prob(value), atol=1e-9)
+
+
+def test_matern_in_float64_after_construction_keeps_exact_coefficients():
+    # a process built in float32 and moved to float64 must be as accurate as one built in
+    # float64: its coefficient tables are not rounded to the default dtype
+    dt = torch.tensor([1e-3, 0.1, 2.0], dtype=D64)
+    for nu in (1.5, 2.5):
+        moved = Matern(nu, 0.7, 1.3).double()
+        torch.set_default_dtype(torch.float64)
+        try:
+            native = Matern(nu, 0.7, 1.3)
+        finally:
+            torch.set_default_dtype(torch.float32)
+        native.load_state_dict(moved.state_dict())  # the same (float32-rounded) parameters
+        for got, ref in zip(moved.transition(dt), native.transition(dt), strict=True):
+            assert torch.allclose(got, ref, rtol=1e-12, atol=0), (nu, (got - ref).abs().max())

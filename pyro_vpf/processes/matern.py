@@ -93,15 +93,36 @@ class Matern(LTIProcess):
         self.state_dim = self.order + 1
         self._constrained("lengthscale", lengthscale, positive())
         self._constrained("scale", scale, positive())
+        # exact rational tables kept in float64 outside the module's buffers, cast to the
+        # parameters' dtype and device where used: Matern(...).double() must not inherit
+        # coefficients rounded to the default dtype
         V, W = _polynomial_tables(self.order)
-        dtype = torch.get_default_dtype()
-        self.register_buffer("_V", V.to(dtype), persistent=False)
-        self.register_buffer("_W", W.to(dtype), persistent=False)
         p = self.order
-        self.register_buffer("_companion", torch.tensor(
-            [float(math.comb(p + 1, j)) for j in range(p + 1)], dtype=dtype), persistent=False)
-        index = torch.arange(self.state_dim, dtype=dtype)
-        self.register_buffer("_index", index, persistent=False)
+        companion = torch.tensor([float(math.comb(p + 1, j)) for j in range(p + 1)],
+                                 dtype=torch.float64)
+        self._tables = {"V": V.to(torch.float64), "W": W.to(torch.float64),
+                        "companion": companion,
+                        "index": torch.arange(self.state_dim, dtype=torch.float64)}
+
+    def _table(self, name):
+        like = self._like
+        return self._tables[name].to(dtype=like.dtype, device=like.device)
+
+    @property
+    def _V(self):
+        return self._table("V")
+
+    @property
+    def _W(self):
+        return self._table("W")
+
+    @property
+    def _companion(self):
+        return self._table("companion")
+
+    @property
+    def _index(self):
+        return self._table("index")
 
     @property
     def lengthscale(self):
