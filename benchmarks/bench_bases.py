@@ -460,7 +460,7 @@ def main(argv=None):
                         help="guide of the trained models (sections 1 and 2)")
     parser.add_argument("--co2-steps", type=int, default=None, help="(300)")
     parser.add_argument("--co2-seeds", type=int, default=None, help="(3)")
-    parser.add_argument("--co2-window", type=int, default=520)
+    parser.add_argument("--co2-window", type=int, default=None, help="(520; --quick: 104)")
     parser.add_argument("--co2-latent-dim", type=int, default=2)
     parser.add_argument("--co2-hidden-dim", type=int, default=32)
     parser.add_argument("--co2-flow-layers", type=int, default=0)
@@ -491,6 +491,7 @@ def main(argv=None):
     parser.add_argument("--json", metavar="PATH", help="also write every row as JSON")
     args = parser.parse_args(argv)
     for key, full, fast in (("co2_steps", 300, 10), ("co2_seeds", 3, 1), ("samples", 500, 50),
+                            ("co2_window", 520, 104),
                             ("lorenz_steps", 200, 10), ("fine_points", 10001, 1001),
                             ("fine_paths", 256, 32),
                             ("sampling_points", [101, 1001, 10001, 100001], [101, 1001, 10001]),
