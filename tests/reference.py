@@ -75,3 +75,16 @@ class DensePosteriorGuide:
             reshape = torch.distributions.transforms.ReshapeTransform(
                 ((self.K1 - 1) * d,), (self.K1 - 1, d))
             pyro.sample(Z, dist.TransformedDistribution(flat, reshape))
+
+
+def set_likelihood_potentials(guide, obs):
+    """The smoother guide's per-channel potentials set to the likelihood of a linear-Gaussian
+    observation x = C z + d + N(0, r^2) (u_i = c_i / r_i, a_i = 1 / r_i, o_i = -d_i / r_i,
+    no corrections)."""
+    with torch.no_grad():
+        r = obs.noise_scale
+        guide.channel_direction.copy_(obs.weight / r.unsqueeze(-1))
+        guide.channel_gain.copy_(1 / r)
+        guide.channel_offset.copy_(-obs.bias / r)
+        guide.potential_head[-1].weight.zero_()
+        guide.potential_head[-1].bias.zero_()

@@ -9,6 +9,7 @@ import pytest
 import torch
 from pyro_vpf.guides import MarkovGuide
 from pyro_vpf.models import VPF
+from reference import set_likelihood_potentials
 
 from pyro_vpf.evaluation import (
     elbo,
@@ -168,12 +169,7 @@ def exact_structured_member(model, guide):
         guide.reference_init_loc.copy_(prior.init_loc)
         guide.reference_init_scale_unconstrained.copy_(prior.init_scale_unconstrained)
         guide.reference_mean.copy_(prior.base_mean)
-        r = obs.noise_scale
-        guide.channel_direction.copy_(obs.weight / r.unsqueeze(-1))
-        guide.channel_gain.copy_(1 / r)
-        guide.channel_offset.copy_(-obs.bias / r)
-        guide.potential_head[-1].weight.zero_()
-        guide.potential_head[-1].bias.zero_()
+    set_likelihood_potentials(guide, obs)
 
 
 @pytest.mark.parametrize("mask_entries", [False, True])

@@ -5,6 +5,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro_vpf.guides import MarkovGuide
 from pyro_vpf.models import VPF
+from reference import set_likelihood_potentials
 
 from pyro_vpf.evaluation import elbo, exact_log_likelihood, log_weights
 from pyro_vpf.infer import fit
@@ -71,12 +72,7 @@ def exact_member(model, guide):
         guide.reference_mean.copy_(prior.ou_mean)
         guide.reference_rate_unconstrained.copy_(prior.ou_rate_unconstrained)
         guide.reference_scale_unconstrained.copy_(prior.ou_scale_unconstrained)
-        r = obs.noise_scale
-        guide.channel_direction.copy_(obs.weight / r.unsqueeze(-1))
-        guide.channel_gain.copy_(1 / r)
-        guide.channel_offset.copy_(-obs.bias / r)
-        guide.potential_head[-1].weight.zero_()
-        guide.potential_head[-1].bias.zero_()
+    set_likelihood_potentials(guide, obs)
 
 
 @pytest.mark.parametrize("entry_mask", [False, True])

@@ -231,7 +231,6 @@ class GaussMarkovReadoutPath(TorchDistribution):
         b_el = b + _mv(gain, residual)  # (I - K H) b + K y
         C_el = projection @ Q @ projection.transpose(-1, -2)
         weighted = torch.linalg.solve(innovation_cov, HA)  # S^{-1} H A
-        eta = residual  # (..., K, R) -> (H A)^T S^{-1} residual, below with the columns
         J = HA.transpose(-1, -2) @ weighted
 
         def first_then_rest(first, rest, shape):
@@ -251,6 +250,7 @@ class GaussMarkovReadoutPath(TorchDistribution):
         def matrices(mats):
             return own_dims(mats, len(steps), own)
 
+        # what y_k says about s_{k-1}: (H A)^T S^{-1} residual
         eta = _mv(HA.transpose(-1, -2), from_columns(torch.linalg.solve(
             matrices(innovation_cov.expand(matrix_steps + innovation_cov.shape[-2:])),
             columns(residual.expand(steps + residual.shape[-1:]))), steps, shared, own))
