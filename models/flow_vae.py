@@ -8,8 +8,8 @@ from pyro import poutine
 from pyro.distributions import Bernoulli, Normal, TransformedDistribution
 from torch import nn
 
-from pyro_vpf.infer.refine import refine
 from pyro_vpf.nn import MLP
+from pyro_vpf.refine import refine
 from pyro_vpf.sites import DATA, X, Z
 from pyro_vpf.transforms import CouplingFlow
 from pyro_vpf.validation import check_vectors
@@ -40,7 +40,7 @@ class FlowVAE(nn.Module):
             + \log\left|\det \partial h^{-1} / \partial z\right| ,
 
     which is what :meth:`sample` climbs when it refines samples
-    (:func:`~pyro_vpf.infer.refine`). Sites (:mod:`pyro_vpf.sites`): ``"z"`` (event ``(Dz,)``)
+    (:func:`~pyro_vpf.refine.refine`). Sites (:mod:`pyro_vpf.sites`): ``"z"`` (event ``(Dz,)``)
     and ``"x"`` (event ``(D,)``) in the plate ``"data"``; ``"z"`` is scaled by ``kl_weight``
     (``poutine.scale``), giving the :math:`\beta`-weighted objective
     :math:`E_q[\log p(x \mid z)] - \beta\,\mathrm{KL}(q \,\|\, p)` under ``Trace_ELBO``
@@ -146,7 +146,7 @@ class FlowVAE(nn.Module):
         r"""Draw ``(z, x)`` from the prior, optionally refined by latent search.
 
         :math:`z \sim p(z)`, then ``refine_steps`` steps of
-        :func:`~pyro_vpf.infer.refine` on :math:`\log p(z) + r(z) - \lambda\lVert z -
+        :func:`~pyro_vpf.refine.refine` on :math:`\log p(z) + r(z) - \lambda\lVert z -
         z_{\text{init}}\rVert^2` (``anchor`` :math:`= \lambda`, ``reward`` :math:`= r`), then
         :math:`x \sim p(x \mid z)` (``noise=False``: the decoder's mean, probabilities for
         Bernoulli).

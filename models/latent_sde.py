@@ -4,18 +4,19 @@ import math
 
 import pyro
 import torch
-from pyro import poutine
-from pyro.distributions import Normal
 from pyro_vpf.models.observation import ObservationModel
 from torch import nn
 from torch.nn.functional import softplus
 
-from pyro_vpf.distributions import SDE_METHODS, GaussianMarginals, SDEPath, solve_sde
-from pyro_vpf.infer.sde_matching import posterior_drift
+from pyro_vpf.distributions import (
+    SDE_METHODS,
+    PosteriorSDE,
+    SDEPath,
+)
 from pyro_vpf.nn import MLP
 from pyro_vpf.plates import sequence_plate
 from pyro_vpf.prior import PathPrior, _inverse_softplus
-from pyro_vpf.sites import X, Z
+from pyro_vpf.sites import X
 from pyro_vpf.transforms import FourierTimeEmbedding
 from pyro_vpf.validation import check_sequences, check_times
 
@@ -116,52 +117,6 @@ class NeuralSDE(nn.Module):
 
     def g(self, t, z):
         return self.diffusion(z, t)
-
-
-class PosteriorSDE(nn.Module):
-    r"""The posterior SDE of SDE matching: the prior's diffusion, the drift that keeps the
-    guide's marginals :math:`\mathcal N(m(t), s(t)^2)` (:func:`~pyro_vpf.infer.posterior_drift`).
-
-    .. math::
-
-        dz = f_q(z, t)\,dt + g_\theta(z, t) \odot dW, \qquad
-        f_q = \dot m + \dot s\,\epsilon + \tfrac12 \partial_z g_\theta^2
-            - \tfrac12 g_\theta^2\,\epsilon / s, \quad \epsilon = (z - m(t)) / s(t).
-
-    Started from :math:`q(z(t_0))`, its paths have the guide's marginals at every time
-    (exactly in the limit of small solver steps) and the temporal correlation that the
-    diffusion implies; this is the process whose divergence from the prior the ELBO measures.
-    ``torchsde``'s protocol, on states ``(S * B, Dz)`` ordered sample-major.
-
-    Args:
-        prior_sde: the prior dynamics (its ``diffusion`` and ``diffusion_depends_on_state``).
-        marginals (GaussianMarginals): the guide's ``"z"`` site for ``B`` sequences.
-        num_sequences (int): ``B``.
-    """
-
-    noise_type = "diagonal"
-    sde_type = "ito"
-
-    def __init__(self, prior_sde, marginals, num_sequences):
-        super().__init__()
-        self.prior_sde, self.marginals, self.num_sequences = prior_sde, marginals, num_sequences
-
-    def f(self, t, z):
-        B = self.num_sequences
-        states = z.reshape(-1, B, z.shape[-1])  # (S, B, Dz)
-        loc, scale, dloc, dscale = (v.squeeze(-2) for v in self.marginals.rates(t.expand(B, 1)))
-        eps = (states - loc) / scale
-        with torch.enable_grad():
-            inputs = states.detach().requires_grad_(self.prior_sde.diffusion_depends_on_state)
-            diffusion = self.prior_sde.diffusion(inputs, t)
-            sq_grad = None
-            if self.prior_sde.diffusion_depends_on_state:
-                sq_grad = torch.autograd.grad(diffusion.square().sum(), inputs)[0]
-        drift = posterior_drift(eps, scale, dloc, dscale, diffusion.detach(), sq_grad)
-        return drift.reshape(z.shape)
-
-    def g(self, t, z):
-        return self.prior_sde.g(t, z)
 
 
 class LatentSDEPrior(PathPrior):
@@ -289,44 +244,16 @@ class LatentSDE(ObservationModel):
             z = torch.cat([z, path], dim=-2)
         return z, self.observation_distribution(z).sample()
 
-    @torch.no_grad()
     def sample_posterior(self, guide, x, times, query_times, mask=None, num_samples=1,
                          **solver_options):
-        r"""Posterior latent paths at ``query_times`` by solving the :class:`PosteriorSDE`.
+        """Deprecated alias of :func:`pyro_vpf.evaluation.sample_posterior_sde`
+        ``(model, guide, ...)``: posterior paths are an evaluation of a trained model."""
+        import warnings
 
-        The guide (one with a :class:`~pyro_vpf.distributions.GaussianMarginals` ``"z"`` site,
-        such as :class:`~pyro_vpf.guides.AffineGuide`) reads ``x``; paths start from its
-        marginal at ``query_times[0]`` and follow the drift that keeps its marginals, with the
-        prior's diffusion. Unlike draws from the marginals alone, these are whole paths:
-        neighbouring times are correlated as the SDE implies.
+        from pyro_vpf.evaluation.predictive import sample_posterior_sde
 
-        Args:
-            x, times, mask: the sequences, as for the model.
-            query_times (torch.Tensor): ``(Q,)`` increasing, shared by the sequences.
-            num_samples (int): paths per sequence.
-            solver_options: ``method``, ``dt``, ``adaptive``, ``rtol``, ``atol``.
-
-        Returns:
-            tuple: ``(z, x)`` of shapes ``(S, B, Q, Dz)`` and ``(S, B, Q, Dx)``.
-        """
-        like = self.prior.init_loc
-        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim, like=like)
-        check_times(query_times, like, name="query_times")
-        if query_times.dim() != 1:
-            raise ValueError(f"query_times must be 1-D (Q,), got {tuple(query_times.shape)}")
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
-        marginals = poutine.trace(guide).get_trace(x, times, mask).nodes[Z]["fn"]
-        if not isinstance(marginals, GaussianMarginals):
-            raise ValueError("sample_posterior needs a guide whose 'z' site is a "
-                             "GaussianMarginals (e.g. AffineGuide), got "
-                             f"{type(marginals).__name__}")
-        start = marginals.marginal(query_times[:1].expand(B, 1))
-        z0 = Normal(start[0][:, 0], start[1][:, 0]).sample((int(num_samples),))  # (S, B, Dz)
-        z = z0.unsqueeze(-2)
-        if query_times.shape[0] > 1:
-            options = {**self.prior.solver_options, **solver_options}
-            path = solve_sde(PosteriorSDE(self.sde, marginals, B), z0.reshape(-1, z0.shape[-1]),
-                             query_times, **options)  # (Q, S * B, Dz)
-            z = path.movedim(0, 1).reshape(z0.shape[:2] + path.shape[:1] + z0.shape[-1:])
-        return z, self.observation_distribution(z).sample()
+        warnings.warn("LatentSDE.sample_posterior is deprecated; use "
+                      "pyro_vpf.evaluation.sample_posterior_sde(model, guide, ...)",
+                      DeprecationWarning, stacklevel=2)
+        return sample_posterior_sde(self, guide, x, times, query_times, mask,
+                                    num_samples=num_samples, **solver_options)

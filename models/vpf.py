@@ -3,9 +3,9 @@ r"""The Variational Path Flow as a Pyro model program."""
 import pyro
 from pyro_vpf.models.observation import ObservationModel
 
-from pyro_vpf.infer.refine import refine
 from pyro_vpf.plates import sequence_plate
 from pyro_vpf.prior import LatentPathPrior
+from pyro_vpf.refine import refine
 from pyro_vpf.sites import X
 from pyro_vpf.validation import check_sequences, check_times
 
@@ -103,11 +103,11 @@ class VPF(ObservationModel):
         with fresh noise :math:`u_k \sim \mathcal N(0, I)` (real observation noise).
 
         With ``refine_steps > 0`` the paths are refined before decoding
-        (:func:`~pyro_vpf.infer.refine`, ``event_dim=2``): anchored gradient ascent on the
+        (:func:`~pyro_vpf.refine.refine`, ``event_dim=2``): anchored gradient ascent on the
         exact path density :math:`\log p(z_0) + \log p(z_{1:K} \mid z_0)` at ``times`` plus
         ``reward(z)`` (``z (num_samples, K+1, Dz) -> (num_samples,)``, e.g. a score of
         :meth:`decode`), with anchor :math:`\lambda` = ``anchor``. Call
-        :func:`~pyro_vpf.infer.refine` with ``self.prior.log_prob`` directly for the traces.
+        :func:`~pyro_vpf.refine.refine` with ``self.prior.log_prob`` directly for the traces.
 
         Returns:
             tuple: ``(z, x)`` of shapes ``(num_samples, K+1, Dz)`` and

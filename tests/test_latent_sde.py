@@ -13,7 +13,7 @@ from reference import ou_path_moments
 from torch import nn
 
 from pyro_vpf.distributions import GaussianMarginals, SDEPath, solve_sde
-from pyro_vpf.evaluation import forecast, posterior_predictive
+from pyro_vpf.evaluation import forecast, posterior_predictive, sample_posterior_sde
 from pyro_vpf.infer import SDEMatchingELBO, elbo_per_point, fit, posterior_drift
 from pyro_vpf.sites import SEQUENCES, Z0, Z
 
@@ -410,7 +410,7 @@ def test_posterior_paths_have_the_exact_posterior_marginals_and_correlations():
     guide = ExactMarginalGuide(x, times, *params)
     query = torch.tensor([0.2, 0.45, 0.8, 1.1, 1.9], dtype=D64)
     n = 2000
-    z, draws = model.sample_posterior(guide, x, times, query, num_samples=n, dt=0.005)
+    z, draws = sample_posterior_sde(model, guide, x, times, query, num_samples=n, dt=0.005)
     assert z.shape == (n, 1, 5, 1) and draws.shape == (n, 1, 5, 1)
     path = z[:, 0, :, 0]
     loc, scale = (v[0, :, 0] for v in guide.marginal(query.unsqueeze(0)))
@@ -422,4 +422,7 @@ def test_posterior_paths_have_the_exact_posterior_marginals_and_correlations():
         assert abs(sample_cov - exact) < 4 * float(scale[i] * scale[j]) / math.sqrt(n) + 0.003
         assert exact > 0.015  # what independent draws from the marginals (0) would miss
     with pytest.raises(ValueError, match="GaussianMarginals"):
-        model.sample_posterior(MarkovGuide(1, 1, 8).double(), x, times, query)
+        sample_posterior_sde(model, MarkovGuide(1, 1, 8).double(), x, times, query)
+    with pytest.warns(DeprecationWarning, match="sample_posterior_sde"):  # the old method
+        old, _ = model.sample_posterior(guide, x, times, query[:2], num_samples=3, dt=0.05)
+    assert old.shape == (3, 1, 2, 1)

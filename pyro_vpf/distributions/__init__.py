@@ -7,6 +7,7 @@ from pyro_vpf.distributions.gauss_markov import (
 )
 from pyro_vpf.distributions.gaussian_marginals import GaussianMarginals
 from pyro_vpf.distributions.ou_path import OUPath, ou_transition, strictly_increasing
+from pyro_vpf.distributions.posterior_sde import PosteriorSDE, posterior_drift
 from pyro_vpf.distributions.readout_path import (
     GaussMarkovReadoutPath,
     ProcessPath,
@@ -14,6 +15,9 @@ from pyro_vpf.distributions.readout_path import (
 )
 from pyro_vpf.distributions.sde_path import SDE_METHODS, SDEPath, solve_sde
 
-__all__ = ["SDE_METHODS", "GaussMarkovPath", "GaussMarkovReadoutPath", "GaussianMarginals",
-           "OUPath", "ProcessPath", "SDEPath", "condition_on_readout", "gauss_markov_marginals",
-           "gauss_markov_posterior", "ou_transition", "solve_sde", "strictly_increasing"]
+__all__ = [
+    "SDE_METHODS", "GaussMarkovPath", "GaussMarkovReadoutPath", "GaussianMarginals", "OUPath",
+    "PosteriorSDE", "ProcessPath", "SDEPath", "condition_on_readout", "gauss_markov_marginals",
+    "gauss_markov_posterior", "ou_transition", "posterior_drift", "solve_sde",
+    "strictly_increasing",
+]

@@ -28,6 +28,7 @@ from pyro_vpf.evaluation.predictive import (
     interpolate,
     posterior_predictive,
     predictive_coverage,
+    sample_posterior_sde,
 )
 from pyro_vpf.evaluation.report import evaluate_sequences
 from pyro_vpf.evaluation.scores import ForecastScores, forecast_scores
@@ -59,6 +60,7 @@ __all__ = [
     "posterior_mean",
     "posterior_predictive",
     "predictive_coverage",
+    "sample_posterior_sde",
     "structural_forecast",
     "to_inference_data",
 ]

@@ -3,7 +3,9 @@ r"""Posterior predictive draws, forecasts and interval coverage."""
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions import Normal
 
+from pyro_vpf.distributions import GaussianMarginals, PosteriorSDE, solve_sde
 from pyro_vpf.evaluation.scores import forecast_scores
 from pyro_vpf.sites import Z0, X, Z
 from pyro_vpf.validation import check_sequences, check_times
@@ -14,6 +16,7 @@ __all__ = [
     "interpolate",
     "posterior_predictive",
     "predictive_coverage",
+    "sample_posterior_sde",
 ]
 
 
@@ -123,6 +126,50 @@ def forecast_series(model, guide, history, future_times, *, context=None, num_sa
     draws = forecast(model, guide, history.x[:, T - context:], times, future_times, mask=mask,
                      num_samples=num_samples)["x"][:, 0]
     return history.unstandardise(draws)
+
+
+@torch.no_grad()
+def sample_posterior_sde(model, guide, x, times, query_times, mask=None, num_samples=1,
+                         **solver_options):
+    r"""Posterior latent paths of a :class:`~pyro_vpf.models.LatentSDE` at ``query_times``, by
+    solving its :class:`~pyro_vpf.distributions.PosteriorSDE`.
+
+    The guide (one with a :class:`~pyro_vpf.distributions.GaussianMarginals` ``"z"`` site,
+    such as :class:`~pyro_vpf.guides.AffineGuide`) reads ``x``; paths start from its
+    marginal at ``query_times[0]`` and follow the drift that keeps its marginals, with the
+    prior's diffusion. Unlike draws from the marginals alone, these are whole paths:
+    neighbouring times are correlated as the SDE implies.
+
+    Args:
+        x, times, mask: the sequences, as for the model.
+        query_times (torch.Tensor): ``(Q,)`` increasing, shared by the sequences.
+        num_samples (int): paths per sequence.
+        solver_options: ``method``, ``dt``, ``adaptive``, ``rtol``, ``atol``.
+
+    Returns:
+        tuple: ``(z, x)`` of shapes ``(S, B, Q, Dz)`` and ``(S, B, Q, Dx)``.
+    """
+    like = model.prior.init_loc
+    x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
+    check_times(query_times, like, name="query_times")
+    if query_times.dim() != 1:
+        raise ValueError(f"query_times must be 1-D (Q,), got {tuple(query_times.shape)}")
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
+    marginals = poutine.trace(guide).get_trace(x, times, mask).nodes[Z]["fn"]
+    if not isinstance(marginals, GaussianMarginals):
+        raise ValueError("sample_posterior_sde needs a guide whose 'z' site is a "
+                         "GaussianMarginals (e.g. AffineGuide), got "
+                         f"{type(marginals).__name__}")
+    start = marginals.marginal(query_times[:1].expand(B, 1))
+    z0 = Normal(start[0][:, 0], start[1][:, 0]).sample((int(num_samples),))  # (S, B, Dz)
+    z = z0.unsqueeze(-2)
+    if query_times.shape[0] > 1:
+        options = {**model.prior.solver_options, **solver_options}
+        path = solve_sde(PosteriorSDE(model.sde, marginals, B), z0.reshape(-1, z0.shape[-1]),
+                         query_times, **options)  # (Q, S * B, Dz)
+        z = path.movedim(0, 1).reshape(z0.shape[:2] + path.shape[:1] + z0.shape[-1:])
+    return z, model.observation_distribution(z).sample()
 
 
 def predictive_coverage(draws, truth, held_out, levels=(0.5, 0.9)):

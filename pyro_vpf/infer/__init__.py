@@ -1,9 +1,10 @@
-"""Inference: the SVI training loop, its checkpoints, latent search and SDE matching."""
+"""Inference: the SVI training loop, its checkpoints and SDE matching (latent search,
+:func:`refine`, lives in :mod:`pyro_vpf.refine` and is re-exported here)."""
 
 from pyro_vpf.infer.fit import FitHistory, fit, load_checkpoint, save_checkpoint
 from pyro_vpf.infer.metrics import elbo_per_point
-from pyro_vpf.infer.refine import Refinement, refine
 from pyro_vpf.infer.sde_matching import SDEMatchingELBO, posterior_drift
+from pyro_vpf.refine import Refinement, refine
 
 __all__ = [
     "FitHistory",

@@ -7,37 +7,10 @@ from pyro.infer.elbo import ELBO
 from pyro.infer.util import torch_item
 from pyro.util import check_model_guide_match, check_site_shape, warn_if_nan
 
-from pyro_vpf.distributions import GaussianMarginals, SDEPath
+from pyro_vpf.distributions import GaussianMarginals, SDEPath, posterior_drift
 from pyro_vpf.sites import Z
 
-__all__ = ["SDEMatchingELBO", "posterior_drift"]
-
-
-def posterior_drift(eps, scale, dloc, dscale, diffusion, diffusion_sq_grad=None):
-    r"""The drift of the SDE whose marginals are :math:`\mathcal N(m(t), s(t)^2)`.
-
-    For :math:`z = m + s\,\epsilon` and diagonal diffusion :math:`g`, the Fokker–Planck
-    equation :math:`\partial_t q = -\nabla\cdot(f q) + \tfrac12 \sum_i \partial_i^2(g_i^2 q)`
-    holds with
-
-    .. math::
-
-        f_q(z, t) = \underbrace{\dot m + \dot s\,\epsilon}_{\text{moves the marginal}}
-            + \tfrac12 \partial_{z_i} g_i^2 + \tfrac12 g_i^2\, \partial_{z_i} \log q,
-        \qquad \partial_{z} \log q = -\epsilon / s,
-
-    elementwise: the first part transports :math:`q` deterministically (a probability-flow
-    velocity) and the rest cancels what the noise spreads.
-
-    Args:
-        eps: :math:`\epsilon`, ``(..., Dz)``; scale, dloc, dscale: :math:`s, \dot m, \dot s`.
-        diffusion: :math:`g(z, t)`; diffusion_sq_grad: :math:`\partial_{z_i} g_i^2`
-            (``None`` for state-independent diffusion).
-    """
-    drift = dloc + dscale * eps - 0.5 * diffusion.square() * eps / scale
-    if diffusion_sq_grad is not None:
-        drift = drift + 0.5 * diffusion_sq_grad
-    return drift
+__all__ = ["SDEMatchingELBO", "posterior_drift"]  # posterior_drift: re-exported
 
 
 class SDEMatchingELBO(ELBO):
