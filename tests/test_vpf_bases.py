@@ -139,3 +139,41 @@ def test_workflow_builds_every_named_base():
     for name in BASES:
         model, _ = build(TrainConfig.fast(base=name), obs_dim=3)
         assert type(model.prior.base).__name__ == type(make_base(name)).__name__
+
+
+def test_trend_and_cycle_with_a_known_season():
+    """``period`` fixes the cycle's frequency (harmonics at 1/P, 2/P, ...), the trend keeps the
+    time unit; without it the base is the one-cycle-per-unit default."""
+    base = make_base("trend+cycle", 10.0, period=0.5, harmonics=3).double()
+    trend, cycle, noise = base.parts
+    assert cycle.num_harmonics == 3 and cycle.state_dim == 6
+    assert torch.allclose(cycle.frequency, torch.tensor(2.0, dtype=D64))
+    names = dict(base.named_parameters())
+    assert not any("frequency" in n for n in names)  # a known season is not learned
+    assert torch.allclose(trend.slope_scale, torch.tensor(0.1 / 10.0**1.5, dtype=D64))
+    # the rough noise lives on the season's time scale
+    assert torch.allclose(noise.rate, torch.tensor(4.0 / 0.5, dtype=D64))
+    # the cycle's readout covariance at one period is the sum of the harmonics' variances
+    # damped over that lag: every harmonic is back in phase
+    A = torch.linalg.matrix_exp(cycle.drift() * 0.5)  # independent of the closed forms
+    H, P = cycle.readout(), cycle.initial_covariance()
+    cov = H @ A @ P @ H
+    variances = cycle.scale.square()
+    assert torch.allclose(cov, variances.sum() * torch.exp(-cycle.damping * 0.5), rtol=1e-10)
+    quarter = H @ torch.linalg.matrix_exp(cycle.drift() * 0.125) @ P @ H  # out of phase
+    assert quarter < 0.9 * cov
+    default = make_base("trend+cycle", 2.0)
+    assert default.parts[1].num_harmonics == 1
+    assert torch.allclose(default.parts[1].frequency, torch.tensor(0.5))
+    assert any("frequency" in n for n, _ in default.named_parameters())
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(period=0.0), "period"), (dict(period=float("nan")), "period"),
+    (dict(harmonics=0), "harmonics"), (dict(harmonics=1.5), "harmonics"),
+])
+def test_bad_season_arguments_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_base("trend+cycle", 1.0, **kwargs)
+    with pytest.raises(ValueError, match="trend"):
+        make_base("ou", 1.0, period=1.0)
