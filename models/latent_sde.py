@@ -2,9 +2,8 @@ r"""A latent neural SDE, the solver-based rival of the VPF, as a Pyro model prog
 
 import math
 
-import pyro
 import torch
-from pyro_vpf.models.observation import ObservationModel
+from pyro_vpf.models.path_model import PathModel, make_likelihood
 from torch import nn
 from torch.nn.functional import softplus
 
@@ -14,11 +13,8 @@ from pyro_vpf.distributions import (
     SDEPath,
 )
 from pyro_vpf.nn import MLP
-from pyro_vpf.plates import sequence_plate
 from pyro_vpf.prior import PathPrior, _inverse_softplus
-from pyro_vpf.sites import X
 from pyro_vpf.transforms import FourierTimeEmbedding
-from pyro_vpf.validation import check_sequences, check_times
 
 __all__ = ["LatentSDE", "LatentSDEPrior", "NeuralSDE", "PosteriorSDE"]
 
@@ -152,7 +148,7 @@ class LatentSDEPrior(PathPrior):
             "samples and forecasts (pyro_vpf.evaluation), not by log-likelihoods")
 
 
-class LatentSDE(ObservationModel):
+class LatentSDE(PathModel):
     r"""Latent neural SDE with the VPF's observation likelihood, as a Pyro model program.
 
     .. math::
@@ -163,8 +159,8 @@ class LatentSDE(ObservationModel):
 
     with :math:`f_\theta, g_\theta` a :class:`NeuralSDE` (or ``sde=``, any module with its
     interface) and the same observation model as :class:`~pyro_vpf.models.VPF`
-    (:class:`~pyro_vpf.models.observation.ObservationModel`: the conditional observation flow
-    or the linear-Gaussian likelihood). Sites ``"z0"``, ``"z"`` (an
+    (a :class:`~pyro_vpf.models.PathModel` of a :class:`LatentSDEPrior` and the conditional
+    observation flow or the linear-Gaussian likelihood). Sites ``"z0"``, ``"z"`` (an
     :class:`~pyro_vpf.distributions.SDEPath`, event ``(K, Dz)``) and ``"x"`` inside the plate
     ``"sequences"``: the names and shapes of the VPF, so every sequence guide runs against it
     and :mod:`pyro_vpf.evaluation`'s predictive functions apply unchanged.
@@ -195,31 +191,19 @@ class LatentSDE(ObservationModel):
                  time_embed_dim=16, time_scale=1.0, drift_layers=2,
                  state_dependent_diffusion=False, conditioner_layers=1, observation="flow",
                  time_periods=(), method="euler", dt=None, adaptive=False, sde=None):
-        super().__init__()
         if sde is None:
             sde = NeuralSDE(latent_dim, hidden_dim, time_embed_dim, time_scale, drift_layers,
                             state_dependent_diffusion, time_periods=time_periods)
-        self.prior = LatentSDEPrior(latent_dim, sde, method=method, dt=dt, adaptive=adaptive)
-        self._init_observation(obs_dim, latent_dim, observation, num_obs_flow_layers, hidden_dim,
-                               conditioner_layers)
+        prior = LatentSDEPrior(latent_dim, sde, method=method, dt=dt, adaptive=adaptive)
+        likelihood = make_likelihood(observation, obs_dim, latent_dim,
+                                     num_flow_layers=num_obs_flow_layers, hidden_dim=hidden_dim,
+                                     conditioner_layers=conditioner_layers)
+        super().__init__(prior, likelihood, name="latent_sde")
 
     @property
     def sde(self):
         """The prior dynamics (drift, diffusion)."""
         return self.prior.sde
-
-    def forward(self, x, times, mask=None, *, batch_size=None, num_sequences=None,
-                kl_weight=1.0):
-        """The model program (see the class docstring; arguments as
-        :meth:`VPF.forward <pyro_vpf.models.VPF.forward>`). Returns ``z_{0:K}``."""
-        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim,
-                                            like=self.prior.init_loc,
-                                            num_sequences=num_sequences)
-        pyro.module("latent_sde", self)
-        with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
-            z = self.prior.pyro_sample(tb, kl_weight)
-            pyro.sample(X, self.observation_distribution(z, mb), obs=xb)
-        return z
 
     @torch.no_grad()
     def sample_prior(self, times, num_samples=1, **solver_options):
@@ -232,17 +216,7 @@ class LatentSDE(ObservationModel):
             tuple: ``(z, x)`` of shapes ``(num_samples, K+1, Dz)`` and
             ``(num_samples, K+1, Dx)``.
         """
-        check_times(times, self.prior.init_loc)
-        if times.dim() != 1:
-            raise ValueError(f"times must be 1-D (K+1,), got {tuple(times.shape)}")
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
-        z0 = self.prior.initial_distribution().sample((int(num_samples),))
-        z = z0.unsqueeze(-2)
-        if times.shape[0] > 1:
-            path = self.prior.path_distribution(z0, times, **solver_options).sample()
-            z = torch.cat([z, path], dim=-2)
-        return z, self.observation_distribution(z).sample()
+        return super().sample_prior(times, num_samples, **solver_options)
 
     def sample_posterior(self, guide, x, times, query_times, mask=None, num_samples=1,
                          **solver_options):

@@ -1,18 +1,15 @@
 r"""The Variational Path Flow as a Pyro model program."""
 
-import pyro
-from pyro_vpf.models.observation import ObservationModel
+from pyro_vpf.models.path_model import PathModel, make_likelihood
 
-from pyro_vpf.plates import sequence_plate
 from pyro_vpf.prior import LatentPathPrior
 from pyro_vpf.refine import refine
-from pyro_vpf.sites import X
-from pyro_vpf.validation import check_sequences, check_times
+from pyro_vpf.validation import check_times
 
 __all__ = ["VPF"]
 
 
-class VPF(ObservationModel):
+class VPF(PathModel):
     r"""Variational Path Flow: an exact-density latent path model with a flow likelihood.
 
     Generative program, for each sequence (a plate over sequences):
@@ -65,34 +62,12 @@ class VPF(ObservationModel):
     def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, num_flow_layers=6,
                  num_obs_flow_layers=6, time_embed_dim=16, time_scale=1.0, conditioner_layers=1,
                  observation="flow", time_periods=(), base=None):
-        super().__init__()
-        self.prior = LatentPathPrior(latent_dim, hidden_dim, num_flow_layers, time_embed_dim,
-                                     time_scale, conditioner_layers, time_periods, base=base)
-        self._init_observation(obs_dim, latent_dim, observation, num_obs_flow_layers, hidden_dim,
-                               conditioner_layers)
-
-    def _like(self):
-        return self.prior.init_loc
-
-    def forward(self, x, times, mask=None, *, batch_size=None, num_sequences=None,
-                kl_weight=1.0):
-        """The model program (see the class docstring). Returns ``z_{0:K}``.
-
-        Args:
-            x: ``(B, K+1, Dx)`` or ``None``.
-            times: ``(K+1,)`` or ``(B, K+1)``, strictly increasing.
-            mask: ``None``, ``(B, K+1)`` or ``(B, K+1, Dx)`` bool (``True`` = observed).
-            batch_size: subsample this many sequences (the plate rescales the likelihood).
-            num_sequences: ``B`` when sampling (``x=None``) with shared times.
-            kl_weight: :math:`\\beta` scaling the latent sites (KL annealing).
-        """
-        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim,
-                                            like=self._like(), num_sequences=num_sequences)
-        pyro.module("vpf", self)
-        with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
-            z = self.prior.pyro_sample(tb, kl_weight)
-            pyro.sample(X, self.observation_distribution(z, mb), obs=xb)
-        return z
+        prior = LatentPathPrior(latent_dim, hidden_dim, num_flow_layers, time_embed_dim,
+                                time_scale, conditioner_layers, time_periods, base=base)
+        likelihood = make_likelihood(observation, obs_dim, latent_dim,
+                                     num_flow_layers=num_obs_flow_layers, hidden_dim=hidden_dim,
+                                     conditioner_layers=conditioner_layers)
+        super().__init__(prior, likelihood, name="vpf")
 
     def sample_prior(self, times, num_samples=1, *, refine_steps=0, refine_lr=0.05, anchor=0.1,
                      reward=None, backtrack=True):
@@ -113,13 +88,13 @@ class VPF(ObservationModel):
             tuple: ``(z, x)`` of shapes ``(num_samples, K+1, Dz)`` and
             ``(num_samples, K+1, Dx)``.
         """
-        check_times(times, self._like())
+        if not refine_steps:
+            return super().sample_prior(times, num_samples)
+        check_times(times, self.prior.init_loc)
         if times.dim() != 1:
             raise ValueError(f"times must be 1-D (K+1,), got {tuple(times.shape)}")
         z = self.prior.sample(times, num_samples)
-        if refine_steps:
-            z = refine(lambda path: self.prior.log_prob(path, times), z.detach(),
-                       steps=refine_steps, lr=refine_lr, anchor=anchor, reward=reward,
-                       event_dim=2, backtrack=backtrack).z
-        x = self.observation_distribution(z).sample()
-        return z, x
+        z = refine(lambda path: self.prior.log_prob(path, times), z.detach(),
+                   steps=refine_steps, lr=refine_lr, anchor=anchor, reward=reward,
+                   event_dim=2, backtrack=backtrack).z
+        return z, self.observation_distribution(z).sample()

@@ -91,7 +91,7 @@ class PathPrior(nn.Module):
             z = pyro.sample(Z, self.path_distribution(z0, times))
         return torch.cat([z0.unsqueeze(-2), z], dim=-2)
 
-    def sample(self, times, num_samples=1):
+    def sample(self, times, num_samples=1, **path_options):
         r"""Draw latent paths at ``times``: :math:`z_0 \sim p(z_0)`, then the path given it.
 
         Reparameterised where the path distribution is (the VPF's: one pass, no loop over
@@ -101,6 +101,8 @@ class PathPrior(nn.Module):
             times (torch.Tensor): strictly increasing, ``(K+1,)`` or per path ``(B, K+1)``,
                 any length and spacing.
             num_samples (int): number of paths (per row of ``times``).
+            path_options: passed to :meth:`path_distribution` (e.g. a latent SDE's solver
+                options).
 
         Returns:
             torch.Tensor: ``z`` of shape ``(num_samples, K+1, Dz)`` or
@@ -113,7 +115,7 @@ class PathPrior(nn.Module):
         z0 = self.initial_distribution().rsample(shape)
         if times.shape[-1] == 1:
             return z0.unsqueeze(-2)
-        path = self.path_distribution(z0, times)
+        path = self.path_distribution(z0, times, **path_options)
         z = path.rsample() if path.has_rsample else path.sample()
         return torch.cat([z0.unsqueeze(-2), z], dim=-2)
 

@@ -256,7 +256,7 @@ def test_linear_gaussian_observation_takes_single_missing_entries():
     assert torch.equal(losses[0], losses[1])
     mt, _ = traces(model, guide, x, times, mask)
     z = torch.cat([mt.nodes[Z0]["value"].unsqueeze(-2), mt.nodes[Z]["value"]], dim=-2)
-    per_entry = model.obs_linear.distribution(z).log_prob(x)
+    per_entry = model.obs_linear.point_distribution(z).log_prob(x)
     assert torch.allclose(mt.nodes[X]["log_prob"], (per_entry * mask).sum((-1, -2)), atol=1e-5)
     with pytest.raises(ValueError, match="observation"):
         VPF(DX, DZ, observation="poisson")
