@@ -1,7 +1,8 @@
 """Guide programs of the collection, importable as ``pyro_vpf.guides``.
 
-Each sequence guide has the signature ``guide(x, times, mask=None)`` of the models it serves and
-meets them only in sample-site names and shapes (:mod:`pyro_vpf.sites`), and has
+Each sequence guide is a :class:`SequenceGuide` (the program written once): it has the
+signature ``guide(x, times, mask=None)`` of the models it serves, meets them only in
+sample-site names and shapes (:mod:`pyro_vpf.sites`), and has
 ``marginal(x, times, query_times, mask=None)``: the posterior marginal of :math:`z(t)` as a
 distribution with batch shape ``(B, Q)`` and event shape ``(Dz,)``, which forecasting and
 interpolation use. The guides of static models (:class:`GaussianEncoderGuide`,
@@ -11,6 +12,7 @@ interpolation use. The guides of static models (:class:`GaussianEncoderGuide`,
 from functools import partial
 
 from pyro_vpf.guides.affine import AffineGuide
+from pyro_vpf.guides.base import SequenceGuide
 from pyro_vpf.guides.flow import FlowGuide
 from pyro_vpf.guides.markov import MarkovGuide
 from pyro_vpf.guides.vae import ConditionalFlowGuide, GaussianEncoderGuide
@@ -31,4 +33,5 @@ __all__ = [
     "FlowGuide",
     "GaussianEncoderGuide",
     "MarkovGuide",
+    "SequenceGuide",
 ]

@@ -4,20 +4,19 @@ from functools import partial
 
 import pyro
 import torch
-from pyro import poutine
 from pyro.distributions import Normal
+from pyro_vpf.guides.base import SequenceGuide
 from torch import nn
 
 from pyro_vpf.distributions import GaussianMarginals
 from pyro_vpf.nn import GRUEncoder, LocalTimeAttention, normalised_time
-from pyro_vpf.plates import sequence_plate
 from pyro_vpf.sites import Z0, Z
 from pyro_vpf.validation import check_query_times, check_sequences
 
 __all__ = ["AffineGuide"]
 
 
-class AffineGuide(nn.Module):
+class AffineGuide(SequenceGuide):
     r"""Guide :math:`q(z_k \mid x) = \mathcal N(m(t_k), s(t_k)^2)`, independent across :math:`k`.
 
     An encoder (:class:`~pyro_vpf.nn.GRUEncoder`) reads the masked sequence and returns a
@@ -42,11 +41,11 @@ class AffineGuide(nn.Module):
         min_scale (float): floor of :math:`s(t)`.
     """
 
+    name = "affine_guide"
     continuous_time = True  # marginal() takes any time
 
     def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, window=8, min_scale=1e-4):
-        super().__init__()
-        self.obs_dim, self.latent_dim = obs_dim, latent_dim
+        super().__init__(obs_dim, latent_dim)
         self.min_scale = min_scale
         self.encoder = GRUEncoder(obs_dim, hidden_dim)
         self.attention = LocalTimeAttention(window)
@@ -71,7 +70,9 @@ class AffineGuide(nn.Module):
         loc, raw_scale = self.head(features).chunk(2, dim=-1)
         return loc, nn.functional.softplus(raw_scale) + self.min_scale
 
-    def _marginals(self, x, times, mask, query):
+    def loc_scale(self, x, times, mask, query):
+        """:math:`(m(t), s(t))`, each ``(B, Q, Dz)``, at ``query`` for checked sequences (no
+        validation: :meth:`posterior` is the checked entry point)."""
         return self._head(self._encode(x, times, mask), query)
 
     def posterior(self, x, times, query_times, mask=None):
@@ -85,26 +86,18 @@ class AffineGuide(nn.Module):
         Returns:
             tuple: ``(loc, scale)``, each ``(B, Q, Dz)``.
         """
-        like = next(self.parameters())
+        like = self._like()
         x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim, like=like)
         check_query_times(query_times, B, like)
-        return self._marginals(x, times, mask, query_times)
+        return self.loc_scale(x, times, mask, query_times)
 
-    def marginal(self, x, times, query_times, mask=None):
+    def marginal_distribution(self, x, times, query_times, mask):
         r"""The posterior marginal :math:`q(z(t) \mid x)` at ``query_times`` as a distribution
         with batch shape ``(B, Q)`` and event shape ``(Dz,)``; see :meth:`posterior`."""
-        return Normal(*self.posterior(x, times, query_times, mask)).to_event(1)
+        return Normal(*self.loc_scale(x, times, mask, query_times)).to_event(1)
 
-    def forward(self, x, times, mask=None, *, batch_size=None, kl_weight=1.0):
-        """The guide program (see the class docstring)."""
-        x, times, mask, B = check_sequences(
-            x, times, mask, obs_dim=self.obs_dim, like=self.head[0].weight
-        )
-        pyro.module("affine_guide", self)
-        with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
-            encoded = self._encode(xb, tb, mb)
-            loc, scale = self._head(encoded, tb)
-            with poutine.scale(scale=kl_weight):
-                pyro.sample(Z0, Normal(loc[:, 0], scale[:, 0]).to_event(1))
-                pyro.sample(Z, GaussianMarginals(loc[:, 1:], scale[:, 1:],
-                                                 partial(self._head, encoded)))
+    def sample_sites(self, x, times, mask):
+        encoded = self._encode(x, times, mask)
+        loc, scale = self._head(encoded, times)
+        pyro.sample(Z0, Normal(loc[:, 0], scale[:, 0]).to_event(1))
+        pyro.sample(Z, GaussianMarginals(loc[:, 1:], scale[:, 1:], partial(self._head, encoded)))

@@ -1,20 +1,17 @@
 r"""The flow guide: the affine Gaussian posterior pushed through a conditional flow."""
 
 import pyro
-from pyro import poutine
 from pyro.distributions import Normal, TransformedDistribution
 from pyro_vpf.guides.affine import AffineGuide
-from torch import nn
+from pyro_vpf.guides.base import SequenceGuide
 
-from pyro_vpf.plates import sequence_plate
 from pyro_vpf.sites import Z0, Z
 from pyro_vpf.transforms import ConditionalFlow
-from pyro_vpf.validation import check_sequences
 
 __all__ = ["FlowGuide"]
 
 
-class FlowGuide(nn.Module):
+class FlowGuide(SequenceGuide):
     r"""Guide :math:`z_k = h(u_k; m_k)`, :math:`u_k \sim \mathcal N(m_k, s_k^2)`, independent
     across :math:`k`.
 
@@ -44,12 +41,12 @@ class FlowGuide(nn.Module):
         log_scale_bound (float): soft bound of each coupling's log-scale.
     """
 
+    name = "flow_guide"
     continuous_time = True  # marginal() takes any time
 
     def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, window=8, num_flow_layers=4,
                  flow_hidden_dim=None, log_scale_bound=3.0, min_scale=1e-4):
-        super().__init__()
-        self.obs_dim, self.latent_dim = obs_dim, latent_dim
+        super().__init__(obs_dim, latent_dim)
         self.affine = AffineGuide(obs_dim, latent_dim, hidden_dim, window, min_scale)
         self.flow = ConditionalFlow(latent_dim, latent_dim, num_flow_layers,
                                     flow_hidden_dim or hidden_dim,
@@ -60,19 +57,12 @@ class FlowGuide(nn.Module):
         return TransformedDistribution(Normal(loc, scale).to_event(1),
                                        [self.flow.condition(loc)])
 
-    def marginal(self, x, times, query_times, mask=None):
+    def marginal_distribution(self, x, times, query_times, mask):
         r"""The posterior marginal :math:`q(z(t) \mid x)` at ``query_times`` (``(Q,)`` or
         ``(B, Q)``, anywhere), batch shape ``(B, Q)``, event shape ``(Dz,)``."""
-        return self._distribution(*self.affine.posterior(x, times, query_times, mask))
+        return self._distribution(*self.affine.loc_scale(x, times, mask, query_times))
 
-    def forward(self, x, times, mask=None, *, batch_size=None, kl_weight=1.0):
-        """The guide program (see the class docstring)."""
-        x, times, mask, B = check_sequences(
-            x, times, mask, obs_dim=self.obs_dim, like=self.affine.head[0].weight
-        )
-        pyro.module("flow_guide", self)
-        with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
-            loc, scale = self.affine._marginals(xb, tb, mb, tb)
-            with poutine.scale(scale=kl_weight):
-                pyro.sample(Z0, self._distribution(loc[:, 0], scale[:, 0]))
-                pyro.sample(Z, self._distribution(loc[:, 1:], scale[:, 1:]).to_event(1))
+    def sample_sites(self, x, times, mask):
+        loc, scale = self.affine.loc_scale(x, times, mask, times)
+        pyro.sample(Z0, self._distribution(loc[:, 0], scale[:, 0]))
+        pyro.sample(Z, self._distribution(loc[:, 1:], scale[:, 1:]).to_event(1))

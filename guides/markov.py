@@ -4,9 +4,9 @@ import copy
 
 import pyro
 import torch
-from pyro import poutine
 from pyro.distributions import MultivariateNormal, TransformedDistribution
 from pyro.distributions.transforms import AffineTransform
+from pyro_vpf.guides.base import SequenceGuide
 from torch import nn
 
 from pyro_vpf.distributions import (
@@ -17,11 +17,9 @@ from pyro_vpf.distributions import (
     ou_transition,
 )
 from pyro_vpf.nn import GRUEncoder
-from pyro_vpf.plates import sequence_plate
 from pyro_vpf.prior import _inverse_softplus
 from pyro_vpf.processes import JointStateSpace, per_coordinate, psd_root
 from pyro_vpf.sites import Z0, Z
-from pyro_vpf.validation import check_query_times, check_sequences
 
 __all__ = ["MarkovGuide"]
 
@@ -36,7 +34,7 @@ def _local_window(x, mask):
     return torch.cat([before, here, after], -1)
 
 
-class MarkovGuide(nn.Module):
+class MarkovGuide(SequenceGuide):
     r"""Guide :math:`q(z_0)\prod_k q(z_k \mid z_{k-1})` with Gaussian, affine transitions.
 
     .. math::
@@ -111,11 +109,12 @@ class MarkovGuide(nn.Module):
             (default: a diagonal OU); a copy is taken.
     """
 
+    name = "markov_guide"
     continuous_time = False  # marginal() takes grid times only
 
     def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, full_transition=True,
                  full_scale=True, min_scale=1e-4, parametrization="smoother", base=None):
-        super().__init__()
+        super().__init__(obs_dim, latent_dim)
         if parametrization not in ("smoother", "direct"):
             raise ValueError(f"parametrization must be 'smoother' or 'direct', got "
                              f"{parametrization!r}")
@@ -126,7 +125,6 @@ class MarkovGuide(nn.Module):
         if base is not None and parametrization != "smoother":
             raise ValueError("base= gives the reference process of parametrization='smoother'; "
                              f"parametrization={parametrization!r} has none")
-        self.obs_dim, self.latent_dim = obs_dim, latent_dim
         self.full_transition, self.full_scale, self.min_scale = (
             full_transition, full_scale, min_scale)
         self.parametrization = parametrization
@@ -273,21 +271,24 @@ class MarkovGuide(nn.Module):
         A = raw_A.unflatten(-1, (D, D)) if self.full_transition else torch.diag_embed(raw_A)
         return m0, L0, A, b + local[:, 1:], self._scale_tril(raw_L)
 
-    def marginal(self, x, times, query_times, mask=None):
+    def marginal_distribution(self, x, times, query_times, mask):
         r"""The posterior marginal :math:`q(z(t) \mid x)` at ``query_times``, batch shape
         ``(B, Q)``, event shape ``(Dz,)`` (a ``MultivariateNormal``).
 
         The guide is defined on the grid only, so every query time must be one of the
-        sequence's own times (an off-grid time raises ``ValueError``); the marginals of all
-        grid points come from :func:`~pyro_vpf.distributions.gauss_markov_marginals`.
+        sequence's own times (an off-grid time raises ``ValueError``): a query matches a grid
+        time when it lies within :math:`10^{-6}` of the sequence's smallest spacing of it
+        (relative to the spacing, not to the times' magnitude, so no off-grid time is ever
+        snapped to a neighbour). The marginals of all grid points come from
+        :func:`~pyro_vpf.distributions.gauss_markov_marginals`.
         """
-        like = self.encoder.step_proj.weight
-        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim, like=like)
-        check_query_times(query_times, B, like)
+        B = x.shape[0]
         grid = times.expand(B, -1)
         query = query_times.expand(B, -1)
-        index = (grid.unsqueeze(1) - query.unsqueeze(-1)).abs().argmin(-1)  # (B, Q)
-        if not torch.isclose(grid.gather(-1, index), query).all():
+        distance, index = (grid.unsqueeze(1) - query.unsqueeze(-1)).abs().min(-1)  # (B, Q)
+        spacing = grid.diff(dim=-1).min(-1, keepdim=True).values if grid.shape[-1] > 1 else (
+            grid.abs().clamp_min(1.0))
+        if not (distance <= 1e-6 * spacing).all():
             raise ValueError("query_times must be times of the grid: the Markov guide "
                              "defines q(z | x) at the observation times only")
         m0, L0, A, b, L = self.parameters_of(x, times, mask)
@@ -300,13 +301,5 @@ class MarkovGuide(nn.Module):
         cov = cov.gather(1, index[..., None, None].expand(-1, -1, D, D))
         return MultivariateNormal(loc, cov)
 
-    def forward(self, x, times, mask=None, *, batch_size=None, kl_weight=1.0):
-        """The guide program: sites ``"z0"`` and ``"z"`` in the plate over sequences."""
-        x, times, mask, B = check_sequences(
-            x, times, mask, obs_dim=self.obs_dim, like=self.encoder.step_proj.weight
-        )
-        pyro.module("markov_guide", self)
-        with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
-            m0, L0, A, b, L = self.parameters_of(xb, tb, mb)
-            with poutine.scale(scale=kl_weight):
-                self._sites(m0, L0, A, b, L)
+    def sample_sites(self, x, times, mask):
+        self._sites(*self.parameters_of(x, times, mask))

@@ -132,3 +132,40 @@ def test_markov_marginals_are_the_guide_path_moments():
     assert torch.allclose(cov, m.covariance_matrix.detach(), rtol=0.1, atol=0.02)
     with pytest.raises(ValueError, match="grid"):
         guide.marginal(x, times, times[:, :2] + 1e-3)
+
+
+def test_a_guide_written_on_the_sequence_guide_base_runs_the_program():
+    """A user's guide defines sample_sites and marginal_distribution; the base writes the
+    checks, the plate, the parameter registration and the KL scaling."""
+    from pyro.distributions import Normal
+    from pyro_vpf.guides import SequenceGuide
+
+    from pyro_vpf.sites import Z0, Z
+
+    class MeanField(SequenceGuide):
+        name = "mean_field_test"
+        continuous_time = False
+
+        def __init__(self, obs_dim, latent_dim, K1):
+            super().__init__(obs_dim, latent_dim)
+            self.loc = torch.nn.Parameter(torch.zeros(K1, latent_dim))
+
+        def sample_sites(self, x, times, mask):
+            B = x.shape[0]
+            pyro.sample(Z0, Normal(self.loc[0].expand(B, -1), 1.0).to_event(1))
+            pyro.sample(Z, Normal(self.loc[1:].expand(B, -1, -1), 1.0).to_event(2))
+
+        def marginal_distribution(self, x, times, query_times, mask):
+            return Normal(self.loc[:query_times.shape[-1]].expand(x.shape[0], -1, -1),
+                          1.0).to_event(1)
+
+    guide = MeanField(2, 3, 6)
+    x, times = torch.randn(8, 6, 2), torch.linspace(0, 1, 6)
+    trace = poutine.trace(guide).get_trace(x, times, batch_size=4, kl_weight=0.25)
+    assert trace.nodes[Z]["value"].shape == (4, 5, 3) and trace.nodes[Z]["scale"] == 0.25 * 2
+    assert "mean_field_test$$$loc" in pyro.get_param_store()
+    assert guide.marginal(x, times, times[:4]).batch_shape == (8, 4)
+    with pytest.raises(ValueError, match="query_times"):
+        guide.marginal(x, times, times[:4].double())
+    with pytest.raises(ValueError, match="latent_dim"):
+        MeanField(2, 0, 6)

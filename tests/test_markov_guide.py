@@ -116,3 +116,21 @@ def test_smoother_parametrization_arguments():
     mixed = MarkovGuide(DX, DZ, 8, full_transition=True, full_scale=False,
                         parametrization="direct")
     assert mixed.parameters_of(x, times)[2].shape == (B, K1 - 1, DZ, DZ)
+
+
+def test_marginal_matches_grid_times_exactly_at_absolute_times():
+    """At times like years (~2000) a tolerance relative to the times' magnitude would snap a
+    query a few days off the grid onto it; the match is relative to the grid's spacing."""
+    torch.manual_seed(0)
+    guide = MarkovGuide(1, 2, hidden_dim=8).double()
+    weeks = 2000.0 + torch.arange(30, dtype=torch.float64) * 7 / 365.25
+    times = torch.stack([weeks, weeks + 0.5])  # two windows, per-sequence times
+    x = torch.randn(2, 30, 1, dtype=torch.float64)
+    on_grid = guide.marginal(x, times, times[:, [3, 17]])
+    full = guide.marginal(x, times, times)
+    assert torch.allclose(on_grid.loc, full.loc[:, [3, 17]])
+    midpoints = 0.5 * (times[:, :-1] + times[:, 1:])
+    with pytest.raises(ValueError, match="times of the grid"):
+        guide.marginal(x, times, midpoints)
+    with pytest.raises(ValueError, match="times of the grid"):  # a tenth of a step off
+        guide.marginal(x, times, times[:, [3]] + 0.1 * 7 / 365.25)

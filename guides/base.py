@@ -1,0 +1,73 @@
+r"""What every sequence guide shares: the program template and the marginal's contract."""
+
+import pyro
+from pyro import poutine
+from torch import nn
+
+from pyro_vpf.plates import sequence_plate
+from pyro_vpf.validation import check_query_times, check_sequences
+
+__all__ = ["SequenceGuide"]
+
+
+class SequenceGuide(nn.Module):
+    r"""Base of the sequence guides :math:`q(z_{0:K} \mid x)`.
+
+    The program (:meth:`forward`, the model's signature ``guide(x, times, mask=None)``) is
+    written here once: it checks the sequences, registers the parameters
+    (``pyro.module(name, self)``), opens the plate ``"sequences"`` (subsampled as the model's,
+    with the same ``batch_size``) and, scaled by ``kl_weight``, lets :meth:`sample_sites` write
+    ``"z0"`` (event ``(Dz,)``) and ``"z"`` (event ``(K, Dz)``). :meth:`marginal` checks its
+    arguments and returns :meth:`marginal_distribution`, the posterior marginal of
+    :math:`z(t)` at query times (batch ``(B, Q)``, event ``(Dz,)``), which forecasts and
+    interpolation read.
+
+    A subclass sets ``name`` (its parameters' name in Pyro's param store) and
+    ``continuous_time`` (``True`` when :meth:`marginal_distribution` answers at any time,
+    ``False`` when only at the sequence's own times), and defines :meth:`sample_sites` and
+    :meth:`marginal_distribution`.
+
+    Args:
+        obs_dim (int): :math:`D_x`.
+        latent_dim (int): :math:`D_z`.
+    """
+
+    name = "sequence_guide"
+    continuous_time = True
+
+    def __init__(self, obs_dim, latent_dim):
+        super().__init__()
+        for arg, value in (("obs_dim", obs_dim), ("latent_dim", latent_dim)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        self.obs_dim, self.latent_dim = int(obs_dim), int(latent_dim)
+
+    def _like(self):
+        """A parameter: the dtype and device the guide expects its inputs on."""
+        return next(self.parameters())
+
+    def forward(self, x, times, mask=None, *, batch_size=None, kl_weight=1.0):
+        """The guide program: sites ``"z0"`` and ``"z"`` in the plate over sequences."""
+        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim,
+                                            like=self._like())
+        pyro.module(self.name, self)
+        with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
+            with poutine.scale(scale=kl_weight):
+                self.sample_sites(xb, tb, mb)
+
+    def sample_sites(self, x, times, mask):
+        """Write the sites ``"z0"`` and ``"z"`` for the checked subsample ``(x, times, mask)``
+        (inside the plate)."""
+        raise NotImplementedError
+
+    def marginal(self, x, times, query_times, mask=None):
+        r"""The posterior marginal :math:`q(z(t) \mid x)` at ``query_times`` (``(Q,)`` or
+        ``(B, Q)``), batch shape ``(B, Q)``, event shape ``(Dz,)``."""
+        like = self._like()
+        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim, like=like)
+        check_query_times(query_times, B, like)
+        return self.marginal_distribution(x, times, query_times, mask)
+
+    def marginal_distribution(self, x, times, query_times, mask):
+        """:meth:`marginal` for checked arguments."""
+        raise NotImplementedError
