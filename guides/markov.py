@@ -17,7 +17,7 @@ from pyro_vpf.distributions import (
     ou_transition,
 )
 from pyro_vpf.nn import GRUEncoder
-from pyro_vpf.prior import _inverse_softplus
+from pyro_vpf.ops import inverse_softplus
 from pyro_vpf.processes import JointStateSpace, per_coordinate, psd_root
 from pyro_vpf.sites import Z0, Z
 
@@ -143,12 +143,12 @@ class MarkovGuide(SequenceGuide):
         # the reference process r: a diagonal OU started at N(loc, scale^2), unit variance
         self.reference_init_loc = nn.Parameter(torch.zeros(D))
         self.reference_init_scale_unconstrained = nn.Parameter(
-            _inverse_softplus(torch.ones(D)))
+            inverse_softplus(torch.ones(D)))
         self.reference_mean = nn.Parameter(torch.zeros(D))
         if self.reference is None:
-            self.reference_rate_unconstrained = nn.Parameter(_inverse_softplus(torch.ones(D)))
+            self.reference_rate_unconstrained = nn.Parameter(inverse_softplus(torch.ones(D)))
             self.reference_scale_unconstrained = nn.Parameter(
-                _inverse_softplus(torch.full((D,), 2.0).sqrt()))
+                inverse_softplus(torch.full((D,), 2.0).sqrt()))
         # per-channel potentials and their context-dependent corrections (zero at the start)
         self.channel_direction = nn.Parameter(torch.randn(obs_dim, D) / D**0.5)
         self.channel_gain = nn.Parameter(torch.ones(obs_dim))

@@ -13,7 +13,8 @@ from pyro_vpf.distributions import (
     SDEPath,
 )
 from pyro_vpf.nn import MLP
-from pyro_vpf.prior import PathPrior, _inverse_softplus
+from pyro_vpf.ops import inverse_softplus
+from pyro_vpf.prior import PathPrior
 from pyro_vpf.transforms import FourierTimeEmbedding
 
 __all__ = ["LatentSDE", "LatentSDEPrior", "NeuralSDE", "PosteriorSDE"]
@@ -70,7 +71,7 @@ class NeuralSDE(nn.Module):
         self.drift_net = MLP(latent_dim + E, hidden_dim, latent_dim, drift_layers)
         nn.init.zeros_(self.drift_net[-1].weight)  # start as a random walk
         nn.init.zeros_(self.drift_net[-1].bias)
-        start = _inverse_softplus(torch.full((latent_dim,), math.sqrt(2.0 / time_scale)))
+        start = inverse_softplus(torch.full((latent_dim,), math.sqrt(2.0 / time_scale)))
         H = diffusion_hidden_dim if state_dependent_diffusion else 0
         in_dim = E + (1 if state_dependent_diffusion else 0)
         if state_dependent_diffusion:  # per-coordinate networks, batched as einsums

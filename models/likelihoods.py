@@ -23,6 +23,7 @@ from pyro.distributions import (
 from torch import nn
 from torch.nn.functional import softplus
 
+from pyro_vpf.ops import inverse_softplus
 from pyro_vpf.transforms import ConditionalObservationFlow
 
 __all__ = [
@@ -34,11 +35,6 @@ __all__ = [
     "PoissonLikelihood",
     "StudentTLikelihood",
 ]
-
-
-def _inverse_softplus(value):
-    value = torch.as_tensor(value, dtype=torch.get_default_dtype())
-    return value + torch.log(-torch.expm1(-value))
 
 
 class Likelihood(nn.Module):
@@ -158,7 +154,7 @@ class StudentTLikelihood(_LinearReadout):
         if not float(df) > 0:
             raise ValueError(f"df must be positive, got {df}")
         self.noise_unconstrained = nn.Parameter(torch.full((obs_dim,), -1.0))
-        df = _inverse_softplus(torch.full((obs_dim,), float(df)))
+        df = inverse_softplus(torch.full((obs_dim,), float(df)))
         if learn_df:
             self.df_unconstrained = nn.Parameter(df)
         else:
@@ -226,7 +222,7 @@ class NegativeBinomialLikelihood(_LinearReadout):
         if not float(concentration) > 0:
             raise ValueError(f"concentration must be positive, got {concentration}")
         self.concentration_unconstrained = nn.Parameter(
-            _inverse_softplus(torch.full((obs_dim,), float(concentration))))
+            inverse_softplus(torch.full((obs_dim,), float(concentration))))
 
     @property
     def concentration(self):

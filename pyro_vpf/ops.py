@@ -29,8 +29,17 @@ The backward pass is the adjoint recurrence, itself a reversed linear recurrence
 
 import torch
 
-__all__ = ["from_columns", "linear_recurrence", "matrix_linear_recurrence", "matvec",
-           "sequential_linear_recurrence", "shared_dims", "to_columns"]
+__all__ = ["from_columns", "inverse_softplus", "linear_recurrence", "matrix_linear_recurrence",
+           "matvec", "sequential_linear_recurrence", "shared_dims", "to_columns"]
+
+
+def inverse_softplus(value):
+    r""":math:`u = \operatorname{softplus}^{-1}(v) = v + \log(1 - e^{-v})` for ``value``
+    :math:`v > 0` (a tensor): the unconstrained start of a parameter kept positive by a
+    softplus, stable for small and large :math:`v`."""
+    value = torch.as_tensor(value, dtype=torch.get_default_dtype()) if not isinstance(
+        value, torch.Tensor) else value
+    return value + torch.log(-torch.expm1(-value))
 
 
 def _check_recurrence_args(a, b, dim):

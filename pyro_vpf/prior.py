@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from pyro_vpf.distributions import OUPath, ProcessPath
+from pyro_vpf.ops import inverse_softplus
 from pyro_vpf.processes import OU
 from pyro_vpf.processes.state_space import per_coordinate
 from pyro_vpf.sites import Z0, Z
@@ -17,8 +18,7 @@ from pyro_vpf.validation import check_times
 __all__ = ["LatentPathPrior", "PathPrior"]
 
 
-def _inverse_softplus(value):
-    return value + torch.log(-torch.expm1(-value))
+_inverse_softplus = inverse_softplus  # the earlier private name
 
 
 class PathPrior(nn.Module):
@@ -40,7 +40,7 @@ class PathPrior(nn.Module):
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
         self.latent_dim = latent_dim
         self.init_loc = nn.Parameter(torch.zeros(latent_dim))
-        self.init_scale_unconstrained = nn.Parameter(_inverse_softplus(torch.ones(latent_dim)))
+        self.init_scale_unconstrained = nn.Parameter(inverse_softplus(torch.ones(latent_dim)))
 
     @property
     def init_scale(self):

@@ -1,6 +1,7 @@
 r"""Stochastic variational inference for any model/guide pair of the collection."""
 
 import math
+import numbers
 import os
 import random
 import time
@@ -9,16 +10,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
-from pyro.infer.elbo import ELBO
+from pyro.infer import SVI
 from tqdm.auto import tqdm
 
+from pyro_vpf.infer.core import (
+    OptimSettings,
+    all_finite,
+    check_integer,
+    make_elbo,
+    stopped_message,
+)
 from pyro_vpf.validation import check_program_data
 
 __all__ = ["FitHistory", "fit", "load_checkpoint", "save_checkpoint"]
-
-_ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
-
 
 @dataclass
 class FitHistory:
@@ -126,24 +130,6 @@ def load_checkpoint(path, model, guide, optimizer=None, map_location=None):
     return state["step"], FitHistory(**state["history"]), state["config"]
 
 
-def _all_finite(*modules):
-    return all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters())
-
-
-def _stopped(step, last_saved):
-    where = f"the last good checkpoint is {last_saved}" if last_saved else "no checkpoint yet"
-    return f"training stopped at step {step} with non-finite values; {where}"
-
-
-def _make_elbo(elbo, num_particles, vectorize_particles):
-    if isinstance(elbo, ELBO):
-        return elbo
-    if elbo not in _ELBOS:
-        raise ValueError(f"elbo must be one of {sorted(_ELBOS)} or a pyro.infer.ELBO, got {elbo!r}")
-    return _ELBOS[elbo](num_particles=num_particles, vectorize_particles=vectorize_particles,
-                        max_plate_nesting=1)
-
-
 def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=None, lr=1e-3,
         num_particles=1, vectorize_particles=True, elbo="trace", clip_norm=10.0, lr_decay=1.0,
         beta=1.0, kl_anneal_steps=0, kl_start=0.1, checkpoint_path=None, checkpoint_every=None,
@@ -189,23 +175,22 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
     """
     like = next(model.parameters())
     args, B, points = check_program_data(model, x, times, mask)
-    if batch_size is not None and not 1 <= batch_size <= B:
-        raise ValueError(f"batch_size must lie in [1, {B}], got {batch_size}")
-    if num_steps < 0 or num_particles < 1:
-        raise ValueError("num_steps must be >= 0 and num_particles >= 1")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
+            batch_size, numbers.Integral) or not 1 <= batch_size <= B):
+        raise ValueError(f"batch_size must be an integer in [1, {B}], got {batch_size!r}")
+    check_integer("num_steps", num_steps, 0)
     if checkpoint_every is not None and checkpoint_path is None:
         raise ValueError("checkpoint_every needs a checkpoint_path")
     batch_size = None if batch_size == B else batch_size
-    if not beta > 0:
-        raise ValueError(f"beta must be positive, got {beta}")
+    settings = OptimSettings(lr=lr, clip_norm=clip_norm, lr_decay=lr_decay, beta=beta,
+                             kl_anneal_steps=kl_anneal_steps, kl_start=kl_start,
+                             num_particles=num_particles)
     observed_points = float(points.sum())
 
-    optimizer = pyro.optim.ClippedAdam({"lr": lr, "clip_norm": clip_norm, "lrd": lr_decay})
-    svi = SVI(model, guide, optimizer, _make_elbo(elbo, num_particles, vectorize_particles))
-    config = {"num_steps": num_steps, "batch_size": batch_size, "lr": lr,
-              "num_particles": num_particles, "elbo": str(elbo), "clip_norm": clip_norm,
-              "lr_decay": lr_decay, "beta": beta, "kl_anneal_steps": kl_anneal_steps,
-              "kl_start": kl_start}
+    optimizer = pyro.optim.ClippedAdam(settings.adam_args())
+    svi = SVI(model, guide, optimizer, make_elbo(elbo, num_particles, vectorize_particles))
+    config = {"num_steps": num_steps, "batch_size": batch_size, "elbo": str(elbo),
+              **settings.as_dict()}
     start, history = 0, FitHistory()
     if resume is not None:
         start, history, _ = load_checkpoint(resume, model, guide, optimizer,
@@ -215,18 +200,18 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
                desc="SVI", dynamic_ncols=True)
     last_saved = resume
     for step in bar:
-        kl_weight = beta if kl_anneal_steps <= 0 else (
-            kl_start + (beta - kl_start) * min(1.0, step / kl_anneal_steps))
+        kl_weight = settings.kl_weight(step)
         tic = time.perf_counter()
         try:
             loss = svi.step(*args, batch_size=batch_size, kl_weight=kl_weight)
         except ValueError as err:  # distribution validation meeting non-finite parameters
-            if _all_finite(model, guide):
+            if all_finite(model, guide):
                 raise
-            raise FloatingPointError(_stopped(step, last_saved)) from err
+            raise FloatingPointError(stopped_message(step, last_saved)) from err
         elapsed = time.perf_counter() - tic
         if not math.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss}: " + _stopped(step, last_saved))
+            raise FloatingPointError(f"the loss became {loss}: "
+                                     + stopped_message(step, last_saved))
         history.loss.append(loss)
         history.elbo_per_point.append(-loss / observed_points)
         history.kl_weight.append(kl_weight)
@@ -239,8 +224,8 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
         if checkpoint_path and (
             done == num_steps or (checkpoint_every and done % checkpoint_every == 0)
         ):
-            if not _all_finite(model, guide):  # never overwrite a good checkpoint with this
-                raise FloatingPointError(_stopped(done, last_saved))
+            if not all_finite(model, guide):  # never overwrite a good checkpoint with this
+                raise FloatingPointError(stopped_message(done, last_saved))
             save_checkpoint(checkpoint_path, model, guide, optimizer, done, history, config)
             last_saved = checkpoint_path
     bar.close()

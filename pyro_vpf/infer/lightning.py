@@ -36,7 +36,8 @@ from pyro.optim.clipped_adam import ClippedAdam
 from pyro.poutine.messenger import Messenger
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from pyro_vpf.infer.fit import FitHistory, _all_finite, _make_elbo, _stopped, load_checkpoint
+from pyro_vpf.infer.core import OptimSettings, all_finite, make_elbo, stopped_message
+from pyro_vpf.infer.fit import FitHistory, load_checkpoint
 from pyro_vpf.optional import optional_import
 from pyro_vpf.validation import check_program_data
 
@@ -244,16 +245,13 @@ class SVIModule(pl.LightningModule):
         super().__init__()
         if int(num_sequences) < 1:
             raise ValueError(f"num_sequences must be >= 1, got {num_sequences}")
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if not beta > 0:
-            raise ValueError(f"beta must be positive, got {beta}")
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        self.settings = OptimSettings(lr=lr, clip_norm=clip_norm, lr_decay=lr_decay, beta=beta,
+                                      kl_anneal_steps=kl_anneal_steps, kl_start=kl_start,
+                                      num_particles=num_particles)
         if checkpoint_every is not None and checkpoint_path is None:
             raise ValueError("checkpoint_every needs a checkpoint_path")
         self.model, self.guide = model, guide
-        self.elbo = _make_elbo(elbo, num_particles, vectorize_particles)
+        self.elbo = make_elbo(elbo, num_particles, vectorize_particles)
         self.num_sequences = int(num_sequences)
         self.num_points = None if num_points is None else float(num_points)
         self.lr, self.clip_norm, self.lr_decay = lr, clip_norm, lr_decay
@@ -261,9 +259,7 @@ class SVIModule(pl.LightningModule):
         self.seed = seed
         self.num_steps, self.checkpoint_path = num_steps, checkpoint_path
         self.checkpoint_every = checkpoint_every
-        self.config = {"elbo": str(elbo), "lr": lr, "clip_norm": clip_norm,
-                       "lr_decay": lr_decay, "beta": beta, "kl_anneal_steps": kl_anneal_steps,
-                       "kl_start": kl_start, "num_particles": num_particles,
+        self.config = {"elbo": str(elbo), **self.settings.as_dict(),
                        "num_sequences": self.num_sequences, "seed": seed}
         self.history = FitHistory()
         self._callback = callback
@@ -291,9 +287,7 @@ class SVIModule(pl.LightningModule):
 
     def kl_weight_at(self, step):
         r""":math:`\beta` at optimiser step ``step`` (0-based)."""
-        if self.kl_anneal_steps <= 0:
-            return self.beta
-        return self.kl_start + (self.beta - self.kl_start) * min(1.0, step / self.kl_anneal_steps)
+        return self.settings.kl_weight(step)
 
     def forward(self, x, times=None, mask=None, *, kl_weight=1.0):
         r"""The sharded loss :math:`\hat L` of a batch: minus the ELBO of the batch scaled by
@@ -324,13 +318,13 @@ class SVIModule(pl.LightningModule):
         try:
             loss = self(x, times, mask, kl_weight=kl_weight)
         except ValueError as err:  # distribution validation meeting non-finite parameters
-            if _all_finite(self.model, self.guide):
+            if all_finite(self.model, self.guide):
                 raise
-            raise FloatingPointError(_stopped(step, self._last_saved)) from err
+            raise FloatingPointError(stopped_message(step, self._last_saved)) from err
         value = float(self._mean_over_processes(loss.detach()))
         if not math.isfinite(value):  # the same mean on every process: all stop together
             raise FloatingPointError(f"the loss became {value}: "
-                                     + _stopped(step, self._last_saved))
+                                     + stopped_message(step, self._last_saved))
         self._pending = (value, kl_weight)
         if self.num_points is not None:
             recent = self.history.elbo_per_point[-19:] + [-value / self.num_points]
@@ -372,8 +366,8 @@ class SVIModule(pl.LightningModule):
         if self.checkpoint_path and (
             done == self.num_steps or (self.checkpoint_every and done % self.checkpoint_every == 0)
         ):
-            if not _all_finite(self.model, self.guide):  # never overwrite a good checkpoint
-                raise FloatingPointError(_stopped(done, self._last_saved))
+            if not all_finite(self.model, self.guide):  # never overwrite a good checkpoint
+                raise FloatingPointError(stopped_message(done, self._last_saved))
             # written aside, then renamed: an interrupted save never corrupts the last one
             partial = f"{self.checkpoint_path}.tmp"
             self.trainer.save_checkpoint(partial,

@@ -1,0 +1,59 @@
+"""Both training loops refuse bad optimisation settings with a ValueError naming the argument,
+before any step (one shared check: pyro_vpf.infer.core.OptimSettings)."""
+
+import pyro
+import pytest
+import torch
+from pyro_vpf.guides import AffineGuide
+from pyro_vpf.models import VPF
+
+from pyro_vpf.infer import fit
+from pyro_vpf.infer.core import OptimSettings
+
+BAD = [
+    (dict(lr=0.0), "lr"), (dict(lr=-1.0), "lr"), (dict(lr=float("nan")), "lr"),
+    (dict(clip_norm=0.0), "clip_norm"), (dict(clip_norm=-2.0), "clip_norm"),
+    (dict(lr_decay=0.0), "lr_decay"), (dict(lr_decay=1.5), "lr_decay"),
+    (dict(beta=0.0), "beta"), (dict(kl_start=-0.1), "kl_start"),
+    (dict(kl_anneal_steps=2.5), "kl_anneal_steps"), (dict(kl_anneal_steps=-1), "kl_anneal_steps"),
+    (dict(num_particles=0), "num_particles"), (dict(num_particles=True), "num_particles"),
+]
+
+
+@pytest.mark.parametrize("kwargs, name", BAD)
+def test_bad_settings_are_refused_by_name(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        OptimSettings(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, name", BAD + [
+    (dict(batch_size=2.0), "batch_size"), (dict(batch_size=0), "batch_size"),
+    (dict(num_steps=1.5), "num_steps"), (dict(num_steps=-1), "num_steps"),
+])
+def test_fit_refuses_them_before_any_step(kwargs, name):
+    pyro.clear_param_store()
+    model = VPF(2, 2, 8, num_flow_layers=1, num_obs_flow_layers=1)
+    guide = AffineGuide(2, 2, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, times = torch.randn(4, 5, 2), torch.linspace(0, 1, 5)
+    with pytest.raises(ValueError, match=name):
+        fit(model, guide, x, times, **{"num_steps": 2, "progress": False, **kwargs})
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_the_schedule_and_the_defaults():
+    s = OptimSettings(beta=2.0, kl_anneal_steps=4, kl_start=0.0)
+    assert [s.kl_weight(k) for k in (0, 2, 4, 9)] == [0.0, 1.0, 2.0, 2.0]
+    assert OptimSettings().kl_weight(0) == 1.0
+    assert OptimSettings(lr=0.5, lr_decay=0.9).adam_args() == {"lr": 0.5, "clip_norm": 10.0,
+                                                               "lrd": 0.9}
+
+
+def test_the_lightning_module_shares_the_check():
+    pytest.importorskip("lightning")
+    from pyro_vpf.infer.lightning import SVIModule
+
+    model = VPF(2, 2, 8, num_flow_layers=1, num_obs_flow_layers=1)
+    for kwargs, name in BAD:
+        with pytest.raises(ValueError, match=name):
+            SVIModule(model, AffineGuide(2, 2, 8), num_sequences=4, **kwargs)
