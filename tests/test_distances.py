@@ -353,3 +353,17 @@ def test_crps_validation():
     for (s, obs), name in cases:
         with pytest.raises(ValueError, match=rf"^{name} "):
             crps_ensemble(s, obs)
+
+
+def test_fair_crps_is_pyros_empirical_crps_less_the_ensemble_bias():
+    """pyro.ops.stats.crps_empirical scores the empirical law of the members (pair term over
+    S^2); the fair form divides that term by S(S-1): they differ by sum|x_s - x_t| / (2S^2(S-1))."""
+    from pyro.ops.stats import crps_empirical
+
+    gen = torch.Generator().manual_seed(3)
+    samples = torch.randn(9, 4, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    S = samples.shape[0]
+    pairs = (samples.unsqueeze(0) - samples.unsqueeze(1)).abs().sum((0, 1))  # brute force
+    expected = crps_empirical(samples, y) - pairs / (2 * S**2 * (S - 1))
+    assert torch.allclose(crps_ensemble(samples, y), expected, rtol=1e-12, atol=1e-12)

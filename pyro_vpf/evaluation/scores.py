@@ -11,6 +11,7 @@ import numbers
 from typing import NamedTuple
 
 import torch
+from pyro.ops.stats import pi, quantile
 
 from pyro_vpf.evaluation.distances import crps_ensemble
 
@@ -50,21 +51,6 @@ def _check_levels(levels):
     return levels
 
 
-def _sorted_quantile(ordered, prob):
-    r"""Quantile ``prob`` of members sorted along dim 0, by linear interpolation.
-
-    Matches :func:`torch.quantile` (``interpolation="linear"``): position
-    :math:`h = (S - 1)\,p`, value :math:`x_{(\lfloor h\rfloor)} + (h - \lfloor h\rfloor)
-    (x_{(\lfloor h\rfloor + 1)} - x_{(\lfloor h\rfloor)})` with 0-based order statistics.
-    """
-    num = ordered.shape[0]
-    position = (num - 1) * prob
-    low = min(int(position), num - 1)
-    high = min(low + 1, num - 1)
-    frac = position - low
-    return ordered[low] + frac * (ordered[high] - ordered[low])
-
-
 def forecast_scores(samples, y, mask=None, levels=(0.5, 0.9)):
     r"""Point, probabilistic and interval scores of predictive samples against observations.
 
@@ -82,8 +68,9 @@ def forecast_scores(samples, y, mask=None, levels=(0.5, 0.9)):
     that minimises the expected absolute error) and :math:`\widehat{\mathrm{CRPS}}_i` the fair
     ensemble CRPS of :func:`~pyro_vpf.evaluation.distances.crps_ensemble`. For each level
     :math:`\alpha`, the central interval is :math:`[q_{(1-\alpha)/2}, q_{(1+\alpha)/2}]`, with
-    :math:`q_p` the sample quantiles of the members (linear interpolation between order
-    statistics, as :func:`torch.quantile`; the median is :math:`q_{1/2}`): ``coverage`` is the
+    :math:`q_p` the sample quantiles of the members (``pyro.ops.stats.quantile`` and ``pi``:
+    linear interpolation between order statistics, as :func:`torch.quantile`; the median is
+    :math:`q_{1/2}`): ``coverage`` is the
     share of scored observations inside it (ends included) and ``interval_width`` its mean
     width :math:`\frac1n \sum_i (q_{(1+\alpha)/2, i} - q_{(1-\alpha)/2, i})`. A calibrated
     forecast covers a share close to :math:`\alpha`.
@@ -141,16 +128,14 @@ def forecast_scores(samples, y, mask=None, levels=(0.5, 0.9)):
         raise ValueError("y contains NaN or infinite values at scored entries")
 
     with torch.no_grad():
-        ordered = draws.sort(dim=0).values
         mean = draws.mean(0)
-        median = _sorted_quantile(ordered, 0.5)
+        median = quantile(draws, 0.5)
         mse = float((mean - truth).square().mean())
         mae = float((median - truth).abs().mean())
         crps = float(crps_ensemble(draws, truth).mean())
         coverage, width = {}, {}
         for level in levels:
-            low = _sorted_quantile(ordered, (1 - float(level)) / 2)
-            high = _sorted_quantile(ordered, (1 + float(level)) / 2)
+            low, high = pi(draws, float(level))
             coverage[level] = float(((truth >= low) & (truth <= high)).to(draws.dtype).mean())
             width[level] = float((high - low).mean())
     return ForecastScores(mse=mse, mae=mae, crps=crps, coverage=coverage,
