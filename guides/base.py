@@ -5,7 +5,7 @@ from pyro import poutine
 from torch import nn
 
 from pyro_vpf.plates import sequence_plate
-from pyro_vpf.validation import check_query_times, check_sequences
+from pyro_vpf.validation import check_integer, check_query_times, check_sequences
 
 __all__ = ["SequenceGuide"]
 
@@ -37,10 +37,8 @@ class SequenceGuide(nn.Module):
 
     def __init__(self, obs_dim, latent_dim):
         super().__init__()
-        for arg, value in (("obs_dim", obs_dim), ("latent_dim", latent_dim)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
-        self.obs_dim, self.latent_dim = int(obs_dim), int(latent_dim)
+        self.obs_dim = check_integer("obs_dim", obs_dim, 1)
+        self.latent_dim = check_integer("latent_dim", latent_dim, 1)
 
     def _like(self):
         """A parameter: the dtype and device the guide expects its inputs on."""

@@ -25,6 +25,7 @@ from torch.nn.functional import softplus
 
 from pyro_vpf.ops import inverse_softplus
 from pyro_vpf.transforms import ConditionalObservationFlow
+from pyro_vpf.validation import check_integer
 
 __all__ = [
     "BernoulliLikelihood",
@@ -55,10 +56,8 @@ class Likelihood(nn.Module):
 
     def __init__(self, obs_dim, latent_dim):
         super().__init__()
-        for name, value in (("obs_dim", obs_dim), ("latent_dim", latent_dim)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.obs_dim, self.latent_dim = int(obs_dim), int(latent_dim)
+        self.obs_dim = check_integer("obs_dim", obs_dim, 1)
+        self.latent_dim = check_integer("latent_dim", latent_dim, 1)
 
     def point_distribution(self, z):
         r"""Law of the observations at each latent ``z (..., K+1, Dz)``: batch

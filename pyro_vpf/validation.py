@@ -1,14 +1,25 @@
 """Checks of sequence data at the public boundary: ``ValueError`` naming the argument."""
 
+import numbers
+
 import torch
 
 __all__ = [
+    "check_integer",
     "check_program_data",
     "check_query_times",
     "check_sequences",
     "check_times",
     "check_vectors",
 ]
+
+
+def check_integer(name, value, minimum):
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is an integer >= ``minimum``
+    (``bool`` is not); return it as an ``int``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def check_times(times, like, name="times"):

@@ -10,6 +10,8 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.elbo import ELBO
 
+from pyro_vpf.validation import check_integer
+
 __all__ = ["ELBOS", "OptimSettings", "all_finite", "check_integer", "make_elbo",
            "stopped_message"]
 
@@ -21,12 +23,6 @@ def _positive_number(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
             math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-
-
-def check_integer(name, value, minimum):
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,8 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from pyro_vpf.infer.core import (
-    OptimSettings,
-    all_finite,
-    check_integer,
-    make_elbo,
-    stopped_message,
-)
-from pyro_vpf.validation import check_program_data
+from pyro_vpf.infer.core import OptimSettings, all_finite, make_elbo, stopped_message
+from pyro_vpf.validation import check_integer, check_program_data
 
 __all__ = ["FitHistory", "fit", "load_checkpoint", "save_checkpoint"]
 
