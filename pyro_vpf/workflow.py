@@ -9,6 +9,7 @@ import json
 import os
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -97,6 +98,11 @@ def load_data(config):
     return train.to(device), test.to(device)
 
 
+#: bases that need the Markov guide: with independent marginals (affine, flow guides) their
+#: trained priors' draws are far from the data (matern32, matern52, trend+cycle measured)
+SMOOTHING_BASES = ("matern32", "matern52", "matern32+ou", "trend+cycle")
+
+
 def build(config, obs_dim):
     """A fresh ``(VPF, guide)`` pair for ``config`` on its device; ``config.guide`` is
     ``"affine"``, ``"markov"`` or ``"flow"``, ``config.base`` a name of
@@ -110,6 +116,12 @@ def build(config, obs_dim):
 
     from pyro_vpf.processes import make_base
 
+    if config.base in SMOOTHING_BASES and not config.guide.startswith("markov"):
+        warnings.warn(
+            f"base {config.base!r} with the {config.guide!r} guide: a guide with independent "
+            "marginals drags a structured prior toward rough paths (its prior draws were "
+            "measured orders of magnitude off, benchmarks/bench_bases.py); use --guide markov, "
+            "whose smoother takes the base as its reference", UserWarning, stacklevel=2)
     model = VPF(obs_dim, config.latent_dim, config.hidden_dim, config.num_flow_layers,
                 config.num_obs_flow_layers, time_scale=config.t_end,
                 conditioner_layers=config.conditioner_layers,

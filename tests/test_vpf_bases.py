@@ -137,8 +137,17 @@ def test_checkpoints_from_before_base_processes_load():
 
 def test_workflow_builds_every_named_base():
     for name in BASES:
-        model, _ = build(TrainConfig.fast(base=name), obs_dim=3)
+        model, guide = build(TrainConfig.fast(base=name, guide="markov"), obs_dim=3)
         assert type(model.prior.base).__name__ == type(make_base(name)).__name__
+        assert (guide.reference is None) == (name == "ou")
+
+
+@pytest.mark.parametrize("name", ["matern32", "matern52", "matern32+ou", "trend+cycle"])
+def test_a_structured_base_with_a_guide_of_independent_marginals_warns(name):
+    with pytest.warns(UserWarning, match="guide markov"):
+        build(TrainConfig.fast(base=name, guide="affine"), obs_dim=3)
+    for quiet in ("ou", "fbm"):
+        build(TrainConfig.fast(base=quiet, guide="affine"), obs_dim=3)  # warnings are errors
 
 
 def test_trend_and_cycle_with_a_known_season():
