@@ -324,3 +324,22 @@ def test_core_package_imports_without_lightning():
             "pyro_vpf.workflow, pyro_vpf.evaluation; "
             "assert not [m for m in sys.modules if m.startswith('lightning.')]")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_resuming_from_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    import os
+
+    from test_checkpoints import MARKER, _RunsCode
+
+    model, guide, x, times = _problem(torch.float32)
+    path = str(tmp_path / "run.ckpt")
+    fit_distributed(model, guide, x, times, num_steps=1, batch_size=4, lr=1e-2,
+                    accelerator="cpu", checkpoint_path=path, seed=0, progress=False)
+    state = torch.load(path, weights_only=False)
+    state["note"] = _RunsCode()
+    torch.save(state, path)
+    os.environ.pop(MARKER, None)
+    with pytest.raises(Exception, match="(?i)weights.only|unpickl"):
+        fit_distributed(model, guide, x, times, num_steps=2, batch_size=4, lr=1e-2,
+                        accelerator="cpu", resume=path, seed=0, progress=False)
+    assert MARKER not in os.environ

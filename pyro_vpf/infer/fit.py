@@ -3,6 +3,7 @@ r"""Stochastic variational inference for any model/guide pair of the collection.
 import math
 import numbers
 import os
+import pickle
 import random
 import time
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ def save_checkpoint(path, model, guide, optimizer, step, history, config=None):
                             if not _module_params(k)},
         },
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                "numpy": np.random.get_state(),  # noqa: NPY002 - the global state is what we restore
+                "numpy": _numpy_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         "history": history.__dict__,
         "config": config or {},
@@ -68,6 +69,46 @@ def save_checkpoint(path, model, guide, optimizer, step, history, config=None):
     tmp = f"{path}.tmp"
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def _numpy_rng_state():
+    """numpy's global RNG state as tensors and plain values (no arrays: see :func:`_load`)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_rng_state(state):
+    if isinstance(state, dict):
+        state = (state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
+                 state["has_gauss"], state["cached_gaussian"])
+    np.random.set_state(state)  # noqa: NPY002 - the global state is what we restore
+
+
+def _safe_classes():
+    """The classes a checkpoint may hold besides tensors and plain containers: the
+    constraints of free parameters in Pyro's param store."""
+    from pyro.distributions import constraints as pyro_constraints
+    from torch.distributions import constraints as torch_constraints
+
+    return [c for module in (torch_constraints, pyro_constraints) for c in vars(module).values()
+            if isinstance(c, type) and issubclass(c, torch_constraints.Constraint)]
+
+
+def _load(path, map_location=None, trusted=False):
+    """``torch.load`` that unpickles tensors, plain containers and constraints only (so a
+    checkpoint cannot run code), or anything with ``trusted=True``."""
+    if trusted:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        with torch.serialization.safe_globals(_safe_classes()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path} holds objects other than tensors, plain containers and constraints: "
+            "unpickling it could run code, so it is refused. Pass trusted=True only for a file "
+            "from a source you trust (e.g. a checkpoint of an earlier pyro_vpf, which stored "
+            "numpy's RNG state as an array)") from err
 
 
 def _drop_module_params(store):
@@ -89,8 +130,13 @@ def _load_lightning_state(state, model, guide):
     return state["global_step"], FitHistory(**extra.get("history", {})), extra.get("config", {})
 
 
-def load_checkpoint(path, model, guide, optimizer=None, map_location=None):
+def load_checkpoint(path, model, guide, optimizer=None, map_location=None, *, trusted=False):
     """Restore what :func:`save_checkpoint` wrote. Returns ``(step, history, config)``.
+
+    The file is read with ``torch.load(weights_only=True)``: tensors, plain containers and
+    the constraints of Pyro's free parameters only, so a checkpoint from elsewhere cannot run
+    code (one holding anything else raises ``ValueError``); ``trusted=True`` lifts that for a
+    file whose source you trust.
 
     Module parameters are copied into the existing tensors, which ``pyro.module``
     registers again on the next call; free parameters go back into the param store.
@@ -98,7 +144,7 @@ def load_checkpoint(path, model, guide, optimizer=None, map_location=None):
     loads too, into model and guide (it has no optimiser state for ``optimizer``: resume
     such a run with ``fit_distributed(resume=path)``); this needs no Lightning install.
     """
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    state = _load(path, map_location, trusted)
     store = pyro.get_param_store()
     if _is_lightning_checkpoint(state):
         if optimizer is not None:
@@ -118,7 +164,7 @@ def load_checkpoint(path, model, guide, optimizer=None, map_location=None):
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])  # noqa: NPY002
+    _set_numpy_rng_state(rng["numpy"])
     if rng.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     return state["step"], FitHistory(**state["history"]), state["config"]

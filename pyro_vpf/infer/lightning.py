@@ -70,6 +70,14 @@ def _quiet_known_warnings():
         warnings.filterwarnings("ignore", message=message, category=category)
 
 
+def _safe_loading(method):
+    """``weights_only=True`` for Lightning releases that take it: a checkpoint to resume
+    from is unpickled as tensors and plain containers only, so it cannot run code."""
+    if "weights_only" in inspect.signature(method).parameters:
+        return {"weights_only": True}
+    return {}
+
+
 def _full_checkpoints(method):
     """``weights_only=False`` for Lightning releases that take it (our own checkpoints hold
     optimiser state and the history, not weights only); nothing for older ones."""
@@ -501,7 +509,7 @@ def fit_distributed(model, guide, x, times=None, mask=None, *, num_steps=1000, b
         _quiet_known_warnings()
         trainer = pl.Trainer(**options)
         trainer.fit(module, datamodule=data, ckpt_path=resume,
-                    **(_full_checkpoints(trainer.fit) if resume is not None else {}))
+                    **(_safe_loading(trainer.fit) if resume is not None else {}))
     model.to(device)  # Lightning's teardown leaves the modules on the CPU
     guide.to(device)
     return module.history
