@@ -94,3 +94,57 @@ def test_a_trusted_file_may_hold_more(tmp_path):
     torch.save(state, old)
     load_checkpoint(old, model, guide, trusted=True)  # what trusted means: this runs it
     assert os.environ.pop(MARKER) == "1"
+
+
+def _problem(dtype=torch.float32):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 8, 2, generator=gen, dtype=dtype)
+    return x, torch.linspace(0, 1, 8, dtype=dtype)
+
+
+@pytest.mark.parametrize("lr", [10.0, 100.0])
+def test_divergence_raises_one_error_and_leaves_a_checkpoint_that_evaluates(tmp_path, lr):
+    """A diverging run stops with FloatingPointError (never a raw ValueError from a
+    distribution), and the checkpoint left holds parameters whose loss is finite, so that
+    resuming it with a lower learning rate trains on."""
+    x, times = _problem()
+    path = str(tmp_path / "ckpt.pt")
+    pyro.set_rng_seed(0)
+    model, guide = _tiny()
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        fit(model, guide, x, times, num_steps=200, lr=lr, checkpoint_path=path,
+            checkpoint_every=1, progress=False)
+    assert not os.path.exists(path + ".pending")
+    if lr == 100.0:  # diverges at its first step: no parameters were ever good
+        assert not os.path.exists(path)
+        return
+    model, guide = _tiny()
+    step, _, _ = load_checkpoint(path, model, guide)
+    loss = pyro.infer.Trace_ELBO().loss(model, guide, x, times)
+    assert torch.isfinite(torch.tensor(loss))
+    history = fit(model, guide, x, times, num_steps=step + 3, lr=1e-4, resume=path,
+                  progress=False)
+    assert len(history) == step + 3 and all(torch.isfinite(torch.tensor(history.loss)))
+    assert history.lr[-1] == pytest.approx(1e-4)
+
+
+def test_resuming_with_another_learning_rate_uses_it(tmp_path):
+    """Adam's update is proportional to the learning rate given the same gradients and
+    moments: one step resumed at lr/10 moves every parameter a tenth as far."""
+    x, times = _problem(torch.float64)
+    path = str(tmp_path / "ckpt.pt")
+    pyro.set_rng_seed(0)
+    model, guide = (m.double() for m in _tiny())
+    fit(model, guide, x, times, num_steps=3, lr=1e-2, checkpoint_path=path, progress=False)
+    moves = []
+    for lr in (1e-2, 1e-3):
+        model, guide = (m.double() for m in _tiny())
+        load_checkpoint(path, model, guide)
+        before = torch.cat([p.detach().flatten() for p in model.parameters()])
+        history = fit(model, guide, x, times, num_steps=4, lr=lr, resume=path, progress=False)
+        after = torch.cat([p.detach().flatten() for p in model.parameters()])
+        moves.append(after - before)
+        assert history.lr[-1] == pytest.approx(lr) and history.lr[0] == pytest.approx(1e-2)
+    moved = moves[0].abs() > 1e-7
+    assert moved.sum() > 10
+    assert torch.allclose(moves[1][moved], moves[0][moved] / 10, rtol=1e-8, atol=1e-14)

@@ -83,7 +83,8 @@ def make_elbo(elbo, num_particles=1, vectorize_particles=True):
 
 def all_finite(*modules):
     """Whether every parameter of ``modules`` is finite."""
-    return all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters())
+    flags = [torch.isfinite(p.detach()).all() for m in modules for p in m.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True  # one host synchronisation
 
 
 def stopped_message(step, last_saved):

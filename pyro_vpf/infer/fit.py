@@ -25,13 +25,15 @@ class FitHistory:
 
     ``loss`` is Pyro's loss (minus the ELBO estimate of the whole data set, nats);
     ``elbo_per_point`` is the ELBO per observed time point; ``kl_weight`` the annealing
-    weight used; ``step_seconds`` the wall time of each step.
+    weight used; ``step_seconds`` the wall time of each step; ``lr`` the learning rate of
+    each step (empty for runs recorded before it was kept).
     """
 
     loss: list = field(default_factory=list)
     elbo_per_point: list = field(default_factory=list)
     kl_weight: list = field(default_factory=list)
     step_seconds: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
 
     def __len__(self):
         return len(self.loss)
@@ -144,7 +146,18 @@ def load_checkpoint(path, model, guide, optimizer=None, map_location=None, *, tr
     loads too, into model and guide (it has no optimiser state for ``optimizer``: resume
     such a run with ``fit_distributed(resume=path)``); this needs no Lightning install.
     """
-    state = _load(path, map_location, trusted)
+    return _restore(_load(path, map_location, trusted), path, model, guide, optimizer)
+
+
+def _with_learning_rate(optimizer_state, lr):
+    """The optimiser state with every parameter group's current learning rate set to
+    ``lr``."""
+    return {name: {**state, "param_groups": [{**group, "lr": lr}
+                                             for group in state["param_groups"]]}
+            for name, state in optimizer_state.items()}
+
+
+def _restore(state, path, model, guide, optimizer=None):
     store = pyro.get_param_store()
     if _is_lightning_checkpoint(state):
         if optimizer is not None:
@@ -168,6 +181,77 @@ def load_checkpoint(path, model, guide, optimizer=None, map_location=None, *, tr
     if rng.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     return state["step"], FitHistory(**state["history"]), state["config"]
+
+
+def _is_non_finite_error(err):
+    """Whether a ``ValueError`` raised in a step is a distribution's validation meeting
+    non-finite values (NaN or infinite parameters of a distribution)."""
+    return "invalid values" in str(err) or "nan" in str(err).lower()
+
+
+class _Guard:
+    r"""The divergence contract of :func:`fit`: a non-finite loss, a non-finite parameter
+    after an update (a non-finite gradient) or a distribution's validation error caused by
+    non-finite values becomes one ``FloatingPointError``, and the checkpoint on disk only
+    ever holds parameters whose loss was evaluated finite.
+
+    A checkpoint is first written beside the target (``<path>.pending``) and moved over it
+    only once the loss at its parameters and the update from them are finite (the next
+    step's, or an extra evaluation of loss and gradients after the last step); a pending
+    checkpoint of parameters that diverged is deleted.
+    """
+
+    def __init__(self, model, guide, checkpoint_path, resume):
+        self.model, self.guide = model, guide
+        self.path = checkpoint_path
+        self.pending = None if checkpoint_path is None else f"{checkpoint_path}.pending"
+        self.last_saved = resume
+
+    def _stop(self, step, message=""):
+        if self.pending is not None and os.path.exists(self.pending):
+            os.remove(self.pending)  # its parameters are the ones that diverged
+        return FloatingPointError(message + stopped_message(step, self.last_saved))
+
+    def _run(self, fn, step):
+        try:
+            loss = fn()
+        except ValueError as err:
+            if _is_non_finite_error(err) or not all_finite(self.model, self.guide):
+                raise self._stop(step, "a distribution met non-finite values: ") from err
+            raise
+        if not math.isfinite(loss):
+            raise self._stop(step, f"the loss became {loss}: ")
+        return loss
+
+    def confirm(self):
+        """The pending checkpoint's parameters gave a finite loss: it becomes the checkpoint."""
+        if self.pending is not None and os.path.exists(self.pending):
+            os.replace(self.pending, self.path)
+            self.last_saved = self.path
+
+    def step(self, svi, step, *args, **kwargs):
+        loss = self._run(lambda: svi.step(*args, **kwargs), step)
+        self.check_parameters(step + 1)
+        self.confirm()  # the parameters saved before this step gave a finite loss and update
+        return loss
+
+    def evaluate(self, svi, step, *args, **kwargs):
+        """The loss and gradients at the current parameters, without an update."""
+        params = [p for m in (self.model, self.guide) for p in m.parameters()]
+        try:
+            loss = self._run(lambda: svi.loss_and_grads(svi.model, svi.guide, *args, **kwargs),
+                             step)
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
+                raise self._stop(step, "the gradient became non-finite: ")
+        finally:
+            for p in params:
+                p.grad = None
+        return loss
+
+    def check_parameters(self, step):
+        if not all_finite(self.model, self.guide):  # a non-finite gradient reached them
+            raise self._stop(step, "an update made parameters non-finite: ")
 
 
 def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=None, lr=1e-3,
@@ -233,29 +317,27 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
               **settings.as_dict()}
     start, history = 0, FitHistory()
     if resume is not None:
-        start, history, _ = load_checkpoint(resume, model, guide, optimizer,
-                                            map_location=like.device)
+        state = _load(resume, like.device)
+        if not _is_lightning_checkpoint(state) and state["config"].get("lr") != lr:
+            # a new learning rate on resume is honoured: the schedule continues from the
+            # step reached, as if the run had started with it (lr * lr_decay**step)
+            state["optimizer"] = _with_learning_rate(state["optimizer"],
+                                                     lr * lr_decay ** state["step"])
+        start, history, _ = _restore(state, resume, model, guide, optimizer)
 
     bar = tqdm(range(start, num_steps), initial=start, total=num_steps, disable=not progress,
                desc="SVI", dynamic_ncols=True)
-    last_saved = resume
+    guard = _Guard(model, guide, checkpoint_path, resume)
     for step in bar:
         kl_weight = settings.kl_weight(step)
         tic = time.perf_counter()
-        try:
-            loss = svi.step(*args, batch_size=batch_size, kl_weight=kl_weight)
-        except ValueError as err:  # distribution validation meeting non-finite parameters
-            if all_finite(model, guide):
-                raise
-            raise FloatingPointError(stopped_message(step, last_saved)) from err
+        loss = guard.step(svi, step, *args, batch_size=batch_size, kl_weight=kl_weight)
         elapsed = time.perf_counter() - tic
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss}: "
-                                     + stopped_message(step, last_saved))
         history.loss.append(loss)
         history.elbo_per_point.append(-loss / observed_points)
         history.kl_weight.append(kl_weight)
         history.step_seconds.append(elapsed)
+        history.lr.append(lr * lr_decay ** (step + 1))  # ClippedAdam decays, then steps
         if progress:
             bar.set_postfix(elbo_per_point=f"{np.mean(history.elbo_per_point[-20:]):.3f}")
         if callback is not None:
@@ -264,9 +346,10 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
         if checkpoint_path and (
             done == num_steps or (checkpoint_every and done % checkpoint_every == 0)
         ):
-            if not all_finite(model, guide):  # never overwrite a good checkpoint with this
-                raise FloatingPointError(stopped_message(done, last_saved))
-            save_checkpoint(checkpoint_path, model, guide, optimizer, done, history, config)
-            last_saved = checkpoint_path
+            guard.check_parameters(done)
+            save_checkpoint(guard.pending, model, guide, optimizer, done, history, config)
+            if done == num_steps:  # no next step to evaluate these parameters: do it here
+                guard.evaluate(svi, done, *args, batch_size=batch_size, kl_weight=kl_weight)
+                guard.confirm()
     bar.close()
     return history
