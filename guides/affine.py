@@ -1,5 +1,6 @@
 r"""The affine guide: a time-adaptive Gaussian posterior over the latent path."""
 
+import math
 from functools import partial
 
 import pyro
@@ -46,6 +47,8 @@ class AffineGuide(SequenceGuide):
 
     def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, window=8, min_scale=1e-4):
         super().__init__(obs_dim, latent_dim)
+        if not (math.isfinite(min_scale) and min_scale >= 0):
+            raise ValueError(f"min_scale must be finite and >= 0, got {min_scale}")
         self.min_scale = min_scale
         self.encoder = GRUEncoder(obs_dim, hidden_dim)
         self.attention = LocalTimeAttention(window)

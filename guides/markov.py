@@ -1,6 +1,7 @@
 r"""The Gauss--Markov guide: a structured posterior over the whole latent path."""
 
 import copy
+import math
 
 import pyro
 import torch
@@ -115,6 +116,8 @@ class MarkovGuide(SequenceGuide):
     def __init__(self, obs_dim, latent_dim=4, hidden_dim=128, full_transition=True,
                  full_scale=True, min_scale=1e-4, parametrization="smoother", base=None):
         super().__init__(obs_dim, latent_dim)
+        if not (math.isfinite(min_scale) and min_scale >= 0):
+            raise ValueError(f"min_scale must be finite and >= 0, got {min_scale}")
         if parametrization not in ("smoother", "direct"):
             raise ValueError(f"parametrization must be 'smoother' or 'direct', got "
                              f"{parametrization!r}")

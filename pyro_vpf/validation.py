@@ -50,7 +50,8 @@ def check_sequences(x, times, mask=None, *, obs_dim, like, num_sequences=None):
         mask: ``None``, ``(B, K+1)`` or ``(B, K+1, Dx)`` boolean, ``True`` = observed.
         obs_dim: the model's ``Dx``.
         like: a tensor with the model's dtype and device.
-        num_sequences: ``B`` when ``x`` is ``None`` and ``times`` is shared (default 1).
+        num_sequences: ``B`` when ``x`` is ``None`` and ``times`` is shared (default 1); when
+            given with ``x`` or per-sequence ``times`` it must match them.
 
     Returns:
         tuple: ``(x, times, mask, B)``; ``x`` with unobserved entries set to zero (a
@@ -61,6 +62,13 @@ def check_sequences(x, times, mask=None, *, obs_dim, like, num_sequences=None):
     if times.shape[-1] < 2:
         raise ValueError(f"times must hold at least two points (K >= 1), got {tuple(times.shape)}")
     K1 = times.shape[-1]
+    if num_sequences is not None:
+        num_sequences = check_integer("num_sequences", num_sequences, 1)
+        if x is not None and x.shape[0] != num_sequences:
+            raise ValueError(f"num_sequences={num_sequences} but x holds {x.shape[0]} sequences")
+        if times.dim() == 2 and times.shape[0] != num_sequences:
+            raise ValueError(f"num_sequences={num_sequences} but times has {times.shape[0]} "
+                             "rows (one per sequence)")
     if x is None:
         B = times.shape[0] if times.dim() == 2 else (num_sequences or 1)
     else:

@@ -57,3 +57,33 @@ def test_the_lightning_module_shares_the_check():
     for kwargs, name in BAD:
         with pytest.raises(ValueError, match=name):
             SVIModule(model, AffineGuide(2, 2, 8), num_sequences=4, **kwargs)
+
+
+def test_silent_wrong_answers_of_the_inputs_are_refused():
+    from pyro_vpf.guides import MarkovGuide
+
+    from pyro_vpf.data import stochastic_lorenz
+    from pyro_vpf.evaluation import elbo
+
+    model = VPF(2, 2, 8, num_flow_layers=1, num_obs_flow_layers=1)
+    times = torch.linspace(0, 1, 5)
+    with pytest.raises(ValueError, match="num_sequences"):
+        model(None, times, num_sequences=0)
+    with pytest.raises(ValueError, match="num_sequences"):
+        model(None, times.expand(3, -1), num_sequences=2)
+    with pytest.raises(ValueError, match="num_sequences"):
+        model(torch.randn(3, 5, 2), times, num_sequences=2)
+    assert pyro.poutine.trace(model).get_trace(None, times, num_sequences=4).nodes["x"][
+        "value"].shape == (4, 5, 2)
+    for Guide in (AffineGuide, MarkovGuide):
+        with pytest.raises(ValueError, match="min_scale"):
+            Guide(2, 2, 8, min_scale=-1.0)
+    for bad in (float("nan"), 0.0, -1.0):
+        with pytest.raises(ValueError, match="t_end"):
+            stochastic_lorenz(8, 5, t_end=bad)
+    x = torch.randn(3, 5, 2)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[1] = False  # a sequence with nothing observed
+    scores = elbo(model, AffineGuide(2, 2, 8), x, times, mask, num_particles=2)
+    assert torch.isnan(scores.per_point[1]) and torch.isfinite(scores.per_point[[0, 2]]).all()
+    assert torch.isfinite(scores.per_sequence).all()

@@ -75,6 +75,10 @@ def stochastic_lorenz(num_sequences=1024, num_points=41, t_end=1.0, *, obs_noise
         raise ValueError("need num_points >= 2 and num_sequences >= 2")
     if not 0.0 <= missing_rate < 1.0:
         raise ValueError(f"missing_rate must lie in [0, 1), got {missing_rate}")
+    if not (math.isfinite(t_end) and t_end > 0):
+        raise ValueError(f"t_end must be positive and finite, got {t_end}")
+    if not (math.isfinite(obs_noise) and obs_noise >= 0):
+        raise ValueError(f"obs_noise must be finite and >= 0, got {obs_noise}")
     if missing not in ("points", "entries"):
         raise ValueError(f"missing must be 'points' or 'entries', got {missing!r}")
     if not 0.0 < test_fraction < 1.0:

@@ -52,13 +52,18 @@ def elbo(model, guide, x, times=None, mask=None, num_particles=100, chunk_size=1
     r"""ELBO per sequence, :math:`E_q[\log p(x, z) - \log q(z \mid x)]`, by Monte Carlo.
 
     Returns:
-        SequenceScores: ``(B,)`` per sequence and per observed time point.
+        SequenceScores: ``(B,)`` per sequence and per observed time point (NaN for a
+        sequence with no observed point, whose per-point score is undefined).
     """
     total = 0.0
     for n in _chunks(num_particles, chunk_size):
         total = total + log_weights(model, guide, x, times, mask, n).sum(0)
     per_sequence = total / num_particles
-    return SequenceScores(per_sequence, per_sequence / check_program_data(model, x, times, mask)[2])
+    points = check_program_data(model, x, times, mask)[2].to(per_sequence)
+    # a sequence with no observed point has no per-point score: NaN, not -inf
+    per_point = torch.where(points > 0, per_sequence / points.clamp_min(1),
+                            torch.full_like(per_sequence, math.nan))
+    return SequenceScores(per_sequence, per_point)
 
 
 def importance_log_likelihood(model, guide, x, times=None, mask=None, num_particles=1000,
