@@ -148,3 +148,48 @@ def test_resuming_with_another_learning_rate_uses_it(tmp_path):
     moved = moves[0].abs() > 1e-7
     assert moved.sum() > 10
     assert torch.allclose(moves[1][moved], moves[0][moved] / 10, rtol=1e-8, atol=1e-14)
+
+
+def test_broken_files_get_a_clear_error_naming_them(tmp_path):
+    model, guide, path = _run(tmp_path)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    cases = {"empty.pt": b"", "truncated.pt": data[: len(data) // 2], "noise.pt": b"\x00junk" * 50}
+    for name, content in cases.items():
+        broken = str(tmp_path / name)
+        with open(broken, "wb") as handle:
+            handle.write(content)
+        with pytest.raises(ValueError, match=name):
+            load_checkpoint(broken, model, guide)
+    wrong = str(tmp_path / "weights.pt")
+    torch.save(model.state_dict(), wrong)  # a checkpoint of the wrong kind
+    with pytest.raises(ValueError, match="weights.pt is not a checkpoint"):
+        load_checkpoint(wrong, model, guide)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(str(tmp_path / "missing.pt"), model, guide)
+
+
+def test_the_temporary_file_is_unique_and_never_left_behind(tmp_path):
+    model, guide, path = _run(tmp_path)
+    decoy = tmp_path / "ckpt.pt.tmp"  # the name a predictable temporary file would take
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    decoy.symlink_to(target)
+    fit(model, guide, torch.randn(4, 6, 2), torch.linspace(0, 1, 6), num_steps=3,
+        checkpoint_path=path, resume=path, progress=False)
+    assert target.read_text() == "keep"  # the link was not followed
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".pending"))
+                 and p.name != "ckpt.pt.tmp"]
+    assert leftovers == []
+    assert load_checkpoint(path, model, guide)[0] == 3
+
+
+def test_fit_distributed_refuses_a_checkpoint_of_fit_clearly(tmp_path):
+    pytest.importorskip("lightning")
+    from pyro_vpf.infer.lightning import fit_distributed
+
+    model, guide, path = _run(tmp_path)
+    with pytest.raises(ValueError, match="written by fit"):
+        fit_distributed(model, guide, torch.randn(4, 6, 2), torch.linspace(0, 1, 6),
+                        num_steps=3, batch_size=4, resume=path, accelerator="cpu",
+                        progress=False)

@@ -5,6 +5,7 @@ import numbers
 import os
 import pickle
 import random
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 from pyro_vpf.infer.core import OptimSettings, all_finite, make_elbo, stopped_message
 from pyro_vpf.validation import check_integer, check_program_data
 
-__all__ = ["FitHistory", "fit", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FitHistory", "atomic_save", "fit", "load_checkpoint", "save_checkpoint"]
 
 @dataclass
 class FitHistory:
@@ -66,11 +67,32 @@ def save_checkpoint(path, model, guide, optimizer, step, history, config=None):
         "history": history.__dict__,
         "config": config or {},
     }
+    atomic_save(state, path)
+
+
+def atomic_save(obj, path):
+    """``torch.save(obj)`` to ``path`` atomically: written to a new uniquely named file in the
+    same directory (never an existing file or link), flushed to disk, then renamed over
+    ``path``, so a reader sees the old file or the new one, never a partial one."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                   dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+#: what every checkpoint written by :func:`save_checkpoint` holds
+_CHECKPOINT_KEYS = {"step", "model", "guide", "optimizer", "param_store", "rng", "history",
+                    "config"}
 
 
 def _numpy_rng_state():
@@ -100,17 +122,34 @@ def _safe_classes():
 def _load(path, map_location=None, trusted=False):
     """``torch.load`` that unpickles tensors, plain containers and constraints only (so a
     checkpoint cannot run code), or anything with ``trusted=True``."""
-    if trusted:
-        return torch.load(path, map_location=map_location, weights_only=False)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"checkpoint {path} is empty (a write that never finished?)")
     try:
-        with torch.serialization.safe_globals(_safe_classes()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+        if trusted:
+            state = torch.load(path, map_location=map_location, weights_only=False)
+        else:
+            with torch.serialization.safe_globals(_safe_classes()):
+                state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if "weights_only" not in str(err).lower() and "unsupported global" not in str(err).lower():
+            raise ValueError(f"checkpoint {path} is not a readable torch file: {err}") from err
         raise ValueError(
             f"{path} holds objects other than tensors, plain containers and constraints: "
             "unpickling it could run code, so it is refused. Pass trusted=True only for a file "
             "from a source you trust (e.g. a checkpoint of an earlier pyro_vpf, which stored "
             "numpy's RNG state as an array)") from err
+    except (EOFError, OSError, RuntimeError) as err:  # truncated or not a torch file
+        raise ValueError(f"checkpoint {path} is truncated or not a torch checkpoint: "
+                         f"{type(err).__name__}: {err}") from err
+    if not isinstance(state, dict) or not (_is_lightning_checkpoint(state) or _CHECKPOINT_KEYS
+                                           <= set(state)):
+        kind = type(state).__name__ if not isinstance(state, dict) else (
+            f"a dict with keys {sorted(state)[:8]}")
+        raise ValueError(f"{path} is not a checkpoint of pyro_vpf's fit or fit_distributed "
+                         f"(it holds {kind})")
+    return state
 
 
 def _drop_module_params(store):
