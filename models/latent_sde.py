@@ -16,6 +16,7 @@ from pyro_vpf.nn import MLP
 from pyro_vpf.ops import inverse_softplus
 from pyro_vpf.prior import PathPrior
 from pyro_vpf.transforms import FourierTimeEmbedding
+from pyro_vpf.validation import check_integer, check_positive
 
 __all__ = ["LatentSDE", "LatentSDEPrior", "NeuralSDE", "PosteriorSDE"]
 
@@ -57,8 +58,9 @@ class NeuralSDE(nn.Module):
                  drift_layers=2, state_dependent_diffusion=False, diffusion_hidden_dim=16,
                  min_diffusion=1e-3, time_periods=()):
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        check_integer("latent_dim", latent_dim, 1)
+        check_integer("hidden_dim", hidden_dim, 1)
+        time_scale = check_positive("time_scale", time_scale)
         if not min_diffusion > 0:
             raise ValueError(f"min_diffusion must be positive, got {min_diffusion}")
         self.latent_dim, self.min_diffusion = latent_dim, float(min_diffusion)

@@ -257,6 +257,8 @@ class FlowLikelihood(Likelihood):
 
     def __init__(self, obs_dim, latent_dim, num_layers=6, hidden_dim=128, conditioner_layers=1):
         super().__init__(obs_dim, latent_dim)
+        check_integer("num_layers", num_layers, 0)
+        check_integer("hidden_dim", hidden_dim, 1)
         self.flow = ConditionalObservationFlow(obs_dim, latent_dim, num_layers, hidden_dim,
                                                conditioner_layers=conditioner_layers)
 

@@ -13,7 +13,7 @@ from pyro_vpf.processes import OU
 from pyro_vpf.processes.state_space import per_coordinate
 from pyro_vpf.sites import Z0, Z
 from pyro_vpf.transforms import TimeConditionedFlow
-from pyro_vpf.validation import check_times
+from pyro_vpf.validation import check_integer, check_positive, check_times
 
 __all__ = ["LatentPathPrior", "PathPrior"]
 
@@ -36,9 +36,7 @@ class PathPrior(nn.Module):
 
     def __init__(self, latent_dim):
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        self.latent_dim = latent_dim
+        self.latent_dim = check_integer("latent_dim", latent_dim, 1)
         self.init_loc = nn.Parameter(torch.zeros(latent_dim))
         self.init_scale_unconstrained = nn.Parameter(inverse_softplus(torch.ones(latent_dim)))
 
@@ -174,6 +172,9 @@ class LatentPathPrior(PathPrior):
         conditioner_layers=1, time_periods=(), base=None,
     ):
         super().__init__(latent_dim)
+        check_integer("hidden_dim", hidden_dim, 1)
+        check_integer("num_flow_layers", num_flow_layers, 0)
+        time_scale = check_positive("time_scale", time_scale)
         if base is None:
             rate = 1.0 / time_scale
             base = OU(rate=rate, scale=(2 * rate) ** 0.5)

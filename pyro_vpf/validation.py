@@ -1,11 +1,13 @@
 """Checks of sequence data at the public boundary: ``ValueError`` naming the argument."""
 
+import math
 import numbers
 
 import torch
 
 __all__ = [
     "check_integer",
+    "check_positive",
     "check_program_data",
     "check_query_times",
     "check_sequences",
@@ -20,6 +22,15 @@ def check_integer(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_positive(name, value):
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a positive finite number;
+    return it as a ``float``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
 
 
 def check_times(times, like, name="times"):
@@ -81,6 +92,8 @@ def check_sequences(x, times, mask=None, *, obs_dim, like, num_sequences=None):
             raise ValueError(f"x has dtype {x.dtype} on {x.device}; the model expects "
                              f"{like.dtype} on {like.device}")
         B = x.shape[0]
+    if B < 1:
+        raise ValueError(f"x and times must hold at least one sequence, got B = {B}")
     if times.dim() == 2 and times.shape[0] != B:
         raise ValueError(f"times has {times.shape[0]} rows but there are {B} sequences")
     if mask is not None:

@@ -87,3 +87,47 @@ def test_silent_wrong_answers_of_the_inputs_are_refused():
     scores = elbo(model, AffineGuide(2, 2, 8), x, times, mask, num_particles=2)
     assert torch.isnan(scores.per_point[1]) and torch.isfinite(scores.per_point[[0, 2]]).all()
     assert torch.isfinite(scores.per_sequence).all()
+
+
+def test_empty_and_degenerate_inputs_name_the_argument():
+    from pyro_vpf.models import LatentSDE
+
+    from pyro_vpf.evaluation import (
+        elbo,
+        exact_log_likelihood,
+        forecast,
+        importance_log_likelihood,
+        interpolate,
+        posterior_predictive,
+        to_inference_data,
+    )
+
+    model = VPF(2, 2, 8, num_flow_layers=1, num_obs_flow_layers=1)
+    guide = AffineGuide(2, 2, 8)
+    times = torch.linspace(0, 1, 5)
+    empty = torch.randn(0, 5, 2)
+    for call in (lambda: fit(model, guide, empty, times, num_steps=1, progress=False),
+                 lambda: elbo(model, guide, empty, times),
+                 lambda: importance_log_likelihood(model, guide, empty, times, num_particles=2),
+                 lambda: posterior_predictive(model, guide, empty, times, num_samples=2)):
+        with pytest.raises(ValueError, match="at least one sequence"):
+            call()
+    lg = VPF(2, 2, 8, num_flow_layers=0, observation="linear_gaussian")
+    with pytest.raises(ValueError, match="at least one sequence"):
+        exact_log_likelihood(lg, empty, times)
+    x = torch.randn(3, 5, 2)
+    with pytest.raises(ValueError, match="mask marks no entry observed"):
+        fit(model, guide, x, times, torch.zeros(3, 5, dtype=torch.bool), num_steps=1,
+            progress=False)
+    for call in (lambda: posterior_predictive(model, guide, x, times, num_samples=0),
+                 lambda: to_inference_data(model, guide, x, times, num_samples=0),
+                 lambda: forecast(model, guide, x, times, torch.tensor([1.5]), num_samples=0),
+                 lambda: interpolate(model, guide, x, times, times, num_samples=0)):
+        with pytest.raises(ValueError, match="num_samples"):
+            call()
+    for kwargs, name in ((dict(time_scale=0.0), "time_scale"), (dict(hidden_dim=-4), "hidden_dim"),
+                         (dict(time_scale=float("inf")), "time_scale")):
+        with pytest.raises(ValueError, match=name):
+            VPF(2, 2, **{"num_flow_layers": 1, "num_obs_flow_layers": 1, **kwargs})
+        with pytest.raises(ValueError, match=name):
+            LatentSDE(2, 2, **{"num_obs_flow_layers": 1, **kwargs})

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from pyro_vpf.evaluation.predictive import posterior_predictive
-from pyro_vpf.validation import check_sequences
+from pyro_vpf.validation import check_integer, check_sequences
 
 __all__ = ["to_inference_data"]
 
@@ -25,6 +25,7 @@ def to_inference_data(model, guide, x, times, mask=None, num_samples=200):
     otherwise the index ``0..K`` (the per-sequence times are in ``constant_data``). So
     ``az.plot_ppc``, ``az.hdi`` and ``az.summary`` apply directly.
     """
+    check_integer("num_samples", num_samples, 1)
     import arviz as az
 
     like = next(model.parameters())

@@ -8,7 +8,7 @@ from pyro.distributions import Normal
 from pyro_vpf.distributions import GaussianMarginals, PosteriorSDE, solve_sde
 from pyro_vpf.evaluation.scores import forecast_scores
 from pyro_vpf.sites import Z0, X, Z
-from pyro_vpf.validation import check_sequences, check_times
+from pyro_vpf.validation import check_integer, check_sequences, check_times
 
 __all__ = [
     "forecast",
@@ -33,6 +33,7 @@ def posterior_predictive(model, guide, x, times, mask=None, num_samples=100):
         ``"log_likelihood"`` ``(S, B)``: :math:`\log p(x^{obs} \mid z)` of the observed
         entries under each draw.
     """
+    check_integer("num_samples", num_samples, 1)
     like = next(model.parameters())
     x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
     with pyro.plate("samples", num_samples, dim=-2):
@@ -60,6 +61,7 @@ def interpolate(model, guide, x, times, query_times, mask=None, num_samples=100)
     Returns:
         torch.Tensor: ``(S, B, Q, Dx)``.
     """
+    check_integer("num_samples", num_samples, 1)
     z = guide.marginal(x, times, query_times, mask).sample((num_samples,))
     return _decode(model, z)
 
@@ -80,6 +82,7 @@ def forecast(model, guide, x, times, future_times, mask=None, num_samples=100):
     Returns:
         dict: ``"z"`` ``(S, B, F, Dz)`` and ``"x"`` ``(S, B, F, Dx)``.
     """
+    check_integer("num_samples", num_samples, 1)
     like = next(model.parameters())
     x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
     check_times(future_times, like, name="future_times")
@@ -115,6 +118,7 @@ def forecast_series(model, guide, history, future_times, *, context=None, num_sa
     Returns:
         torch.Tensor: ``(num_samples, F, Dx)`` in original units.
     """
+    check_integer("num_samples", num_samples, 1)
     if history.x.dim() != 3 or history.x.shape[0] != 1:
         raise ValueError(f"history must hold one sequence (1, T, Dx), got {tuple(history.x.shape)}")
     T = history.x.shape[1]

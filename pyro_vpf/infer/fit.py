@@ -349,6 +349,8 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
                              kl_anneal_steps=kl_anneal_steps, kl_start=kl_start,
                              num_particles=num_particles)
     observed_points = float(points.sum())
+    if len(args) == 3 and args[2] is not None and not bool(args[2].any()):
+        raise ValueError("mask marks no entry observed: there is nothing to fit")
 
     optimizer = pyro.optim.ClippedAdam(settings.adam_args())
     svi = SVI(model, guide, optimizer, make_elbo(elbo, num_particles, vectorize_particles))
