@@ -7,7 +7,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.distributions.utils import _standard_normal
 
-from pyro_vpf.ops import linear_recurrence
+from pyro_vpf.ops import exp_ratio, linear_recurrence
 
 __all__ = ["OUPath", "ou_transition", "strictly_increasing"]
 
@@ -39,7 +39,9 @@ def ou_transition(times, rate, scale):
         Q_k = \sigma^2 \, \frac{1 - e^{-2\kappa\Delta_k}}{2\kappa}
             = \sigma^2 \, \frac{-\operatorname{expm1}(-2\kappa\Delta_k)}{2\kappa},
 
-    the ``expm1`` form keeping :math:`Q_k \to \sigma^2\Delta_k` accurate as
+    computed as :math:`\sigma^2 \Delta_k\,\varphi(2\kappa\Delta_k)` with
+    :math:`\varphi(x) = (1 - e^{-x})/x` (:func:`~pyro_vpf.ops.exp_ratio`), which keeps
+    :math:`Q_k \to \sigma^2\Delta_k` and its derivatives accurate as
     :math:`\kappa\Delta_k \to 0`.
 
     Args:
@@ -54,7 +56,7 @@ def ou_transition(times, rate, scale):
     rate = rate.unsqueeze(-2)
     decay = rate * dt
     transition = torch.exp(-decay)
-    variance = scale.unsqueeze(-2).square() * (-torch.expm1(-2 * decay)) / (2 * rate)
+    variance = scale.unsqueeze(-2).square() * dt * exp_ratio(2 * decay)
     return transition, variance
 
 

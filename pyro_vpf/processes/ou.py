@@ -2,6 +2,7 @@ r"""The Ornstein--Uhlenbeck process: the base of the VPF of DESIGN §2."""
 
 import torch
 
+from pyro_vpf.ops import exp_ratio
 from pyro_vpf.processes.base import LTIProcess, positive
 
 __all__ = ["OU"]
@@ -54,7 +55,8 @@ class OU(LTIProcess):
 
     def transition(self, dt):
         rate, scale = torch.broadcast_tensors(self.rate, self.scale)
-        x = dt.reshape(dt.shape + (1,) * rate.dim()) * rate
+        d = dt.reshape(dt.shape + (1,) * rate.dim())
+        x = d * rate
         A = torch.exp(-x)
-        Q = scale.square() * (-torch.expm1(-2 * x)) / (2 * rate)
+        Q = scale.square() * d * exp_ratio(2 * x)  # accurate derivatives as x -> 0
         return A[..., None, None], Q[..., None, None]
