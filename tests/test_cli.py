@@ -170,9 +170,10 @@ def test_train_on_two_processes_then_sample_and_evaluate(tmp_path, capsys):
     assert "forecast_mse" in capsys.readouterr().out
 
 
-def test_train_rejects_fewer_than_one_device(tmp_path):
-    with pytest.raises(ValueError, match="devices"):
+def test_train_rejects_fewer_than_one_device(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, named
         main(["train", "--fast", "--devices", "0", "--out-dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and "devices" in capsys.readouterr().err
 
 
 @pytest.mark.slow

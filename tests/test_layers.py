@@ -68,3 +68,14 @@ def test_model_and_guide_programs_do_not_depend_on_evaluation():
 
 def test_building_blocks_import_no_program_and_no_training():
     assert _violations(BLOCKS, ABOVE_BLOCKS) == []
+
+
+def test_the_library_never_imports_the_command_line():
+    library = [path for path in (ROOT / "pyro_vpf").rglob("*.py")
+               if "cli" not in path.relative_to(ROOT / "pyro_vpf").parts
+               and path.name not in ("workflow.py", "__main__.py")]
+    library += list(_files(PROGRAMS))
+    found = [f"{path.relative_to(ROOT)}:{line} imports {name}" for path in library
+             for line, name in _imports(path) if name.startswith(("pyro_vpf.cli",
+                                                                   "pyro_vpf.workflow"))]
+    assert found == []

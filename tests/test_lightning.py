@@ -321,7 +321,7 @@ def test_missing_lightning_names_the_extra(monkeypatch):
 def test_core_package_imports_without_lightning():
     code = ("import sys; sys.modules['lightning'] = None; "
             "import pyro_vpf, pyro_vpf.infer, pyro_vpf.models, pyro_vpf.guides, pyro_vpf.cli, "
-            "pyro_vpf.workflow, pyro_vpf.evaluation; "
+            "pyro_vpf.cli.run, pyro_vpf.evaluation; "
             "assert not [m for m in sys.modules if m.startswith('lightning.')]")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 

@@ -10,6 +10,7 @@ from pyro.optim import Adam
 from pyro_vpf.guides import AffineGuide, MarkovGuide
 from pyro_vpf.models import VPF
 
+from pyro_vpf.cli.config import TrainConfig, build
 from pyro_vpf.prior import LatentPathPrior
 from pyro_vpf.processes import (
     BASES,
@@ -21,7 +22,6 @@ from pyro_vpf.processes import (
     make_base,
 )
 from pyro_vpf.sites import Z0, Z
-from pyro_vpf.workflow import TrainConfig, build
 from tests import kernels
 
 D64 = torch.float64

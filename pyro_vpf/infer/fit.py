@@ -296,7 +296,7 @@ class _Guard:
 def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=None, lr=1e-3,
         num_particles=1, vectorize_particles=True, elbo="trace", clip_norm=10.0, lr_decay=1.0,
         beta=1.0, kl_anneal_steps=0, kl_start=0.1, checkpoint_path=None, checkpoint_every=None,
-        resume=None, progress=True, callback=None):
+        resume=None, progress=True, callback=None, metadata=None):
     r"""Fit ``model`` and ``guide`` to sequences with SVI; no hand-written loss.
 
     Each step is one ``SVI.step`` of ``pyro.infer.Trace_ELBO`` (or
@@ -328,6 +328,9 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
             the continued run equals an uninterrupted one).
         progress (bool): show a tqdm bar with the running ELBO per point.
         callback: called as ``callback(step, history)`` after every step.
+        metadata (dict): plain values stored in every checkpoint (``config["metadata"]`` of
+            :func:`load_checkpoint`), e.g. the settings of the run that wrote it, so that a
+            checkpoint describes itself.
 
     Returns:
         FitHistory: the per-step record.
@@ -355,7 +358,7 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
     optimizer = pyro.optim.ClippedAdam(settings.adam_args())
     svi = SVI(model, guide, optimizer, make_elbo(elbo, num_particles, vectorize_particles))
     config = {"num_steps": num_steps, "batch_size": batch_size, "elbo": str(elbo),
-              **settings.as_dict()}
+              **settings.as_dict(), "metadata": dict(metadata or {})}
     start, history = 0, FitHistory()
     if resume is not None:
         state = _load(resume, like.device)

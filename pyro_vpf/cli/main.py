@@ -33,14 +33,23 @@ _HELP = {
 
 
 def _add_train_arguments(parser):
+    from pyro_vpf.cli.config import TrainConfig
     from pyro_vpf.guides import GUIDES
-    from pyro_vpf.workflow import TrainConfig
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     for flag, name in _TRAIN_FLAGS.items():
         default = defaults[name]
         parser.add_argument(f"--{flag.replace('_', '-')}", dest=name, type=type(default),
                             default=None, help=_HELP.get(flag, f"default {default}"))
+    from pyro_vpf.cli.config import MODELS
+    from pyro_vpf.models.path_model import LIKELIHOODS
+
+    parser.add_argument("--model", dest="model", choices=list(MODELS), default=None,
+                        help=f"the model: the VPF or the latent neural SDE (trained by SDE "
+                             f"matching, with the affine guide); default {defaults['model']}")
+    parser.add_argument("--likelihood", dest="likelihood", choices=list(LIKELIHOODS),
+                        default=None, help=f"observation likelihood (default "
+                                           f"{defaults['likelihood']})")
     parser.add_argument("--guide", dest="guide", choices=list(GUIDES),
                         default=None, help=f"posterior family (default {defaults['guide']})")
     from pyro_vpf.processes import BASES
@@ -56,7 +65,7 @@ def _add_train_arguments(parser):
 
 
 def _config(args):
-    from pyro_vpf.workflow import TrainConfig
+    from pyro_vpf.cli.config import TrainConfig
 
     overrides = {name: getattr(args, name) for name in _TRAIN_FLAGS.values()
                  if getattr(args, name) is not None}
@@ -65,8 +74,9 @@ def _config(args):
         overrides["irregular"] = True
     if args.guide is not None:
         overrides["guide"] = args.guide
-    if args.base is not None:
-        overrides["base"] = args.base
+    for name in ("base", "model", "likelihood"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     return TrainConfig.fast(**overrides) if args.fast else TrainConfig(**overrides)
 
 
@@ -83,11 +93,12 @@ def _print_summary(summary):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m pyro_vpf",
-        description="Variational Path Flow on stochastic Lorenz data: train, sample, evaluate.",
+        description="Train, sample and evaluate the VPF (or the latent SDE) on stochastic "
+                    "Lorenz data.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="fit the VPF; writes checkpoint, figures, summary")
+    train = sub.add_parser("train", help="fit a model; writes checkpoint, figures, summary")
     train.add_argument("--out-dir", default="outputs/train")
     _add_train_arguments(train)
 
@@ -116,25 +127,29 @@ def main(argv=None):
     prior.add_argument("--fast", action="store_true", help="small sizes (for tests)")
 
     args = parser.parse_args(argv)
-    from pyro_vpf import workflow
+    from pyro_vpf.cli import figures, run
 
     if args.command in ("train", "demo"):
-        summary = workflow.train(_config(args), args.out_dir, resume=args.resume)
+        try:
+            config = _config(args)
+        except ValueError as err:  # a setting out of range: a usage error, exit status 2
+            parser.error(str(err))
+        summary = run.train(config, args.out_dir, resume=args.resume)
         if summary is None:  # another process of a distributed run: rank 0 reports
             return 0
         _print_summary(summary)
         written = "loss.png samples.png reconstruction.png summary.json checkpoint.pt"
         if args.command == "demo":
-            evaluation = workflow.evaluate(args.out_dir, args.device)["evaluation"]
+            evaluation = run.evaluate(args.out_dir, args.device)["evaluation"]
             print(json.dumps(evaluation, indent=1))
             written += " evaluation.json interpolation.png forecast.png"
         print(f"outputs in {args.out_dir}: {written}")
     elif args.command == "sample":
         if args.points < 2 or args.num_samples < 1:
             parser.error("--points must be >= 2 and --num-samples >= 1")
-        print(workflow.sample(args.out_dir, args.points, args.num_samples, args.device))
+        print(run.sample(args.out_dir, args.points, args.num_samples, args.device))
     elif args.command == "evaluate":
-        summary = workflow.evaluate(args.out_dir, args.device)
+        summary = run.evaluate(args.out_dir, args.device)
         _print_summary(summary)
         print(json.dumps(summary["evaluation"], indent=1))
         print(f"written: {args.out_dir}/evaluation.json interpolation.png forecast.png")
@@ -143,7 +158,7 @@ def main(argv=None):
         num_samples = 32 if args.fast else args.num_samples
         if any(p < 2 for p in points) or num_samples < 2:
             parser.error("--points must be >= 2 and --num-samples >= 2")
-        out = workflow.prior_demo(num_samples, points, out_dir=args.out_dir, seed=args.seed,
+        out = figures.prior_demo(num_samples, points, out_dir=args.out_dir, seed=args.seed,
                                   device=args.device)
         print(f"{'points':>8} {'seconds':>9}   mean of z(t_K)        std of z(t_K)")
         for n, r in out["resolutions"].items():

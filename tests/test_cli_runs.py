@@ -1,0 +1,79 @@
+"""The command line trains any model of the collection, and a run directory stays consistent
+whatever fails."""
+
+import json
+
+import pytest
+
+from pyro_vpf.cli import main
+from pyro_vpf.cli import run as cli_run
+
+
+def _train(out, *flags):
+    return main(["train", "--fast", "--out-dir", str(out), "--device", "cpu", *flags])
+
+
+@pytest.mark.slow
+def test_the_latent_sde_and_the_linear_gaussian_likelihood_train(tmp_path, capsys):
+    assert _train(tmp_path / "sde", "--model", "sde", "--steps", "3") == 0
+    summary = json.loads((tmp_path / "sde" / "summary.json").read_text())
+    assert summary["config"]["model"] == "sde" and summary["steps"] == 3
+    assert isinstance(summary["test_elbo_per_point"], float)
+    assert main(["sample", "--out-dir", str(tmp_path / "sde"), "--points", "51",
+                 "--num-samples", "2"]) == 0
+    with pytest.raises(ValueError, match="path density"):
+        main(["evaluate", "--out-dir", str(tmp_path / "sde")])
+    assert _train(tmp_path / "lg", "--likelihood", "linear_gaussian", "--steps", "3") == 0
+    config = json.loads((tmp_path / "lg" / "config.json").read_text())
+    assert config["likelihood"] == "linear_gaussian"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "-1"], "lr"), (["--steps", "-2"], "num_steps"),
+    (["--model", "sde", "--guide", "markov"], "affine"),
+    (["--model", "sde", "--base", "matern32"], "base"),
+])
+def test_bad_settings_are_usage_errors(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        _train(tmp_path / "run", *flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_a_run_directory_stays_consistent(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert _train(out, "--steps", "3") == 0
+    config_before = (out / "config.json").read_text()
+    # resuming with another architecture is refused before anything is written
+    with pytest.raises(ValueError, match="hidden_dim"):
+        _train(out, "--steps", "5", "--hidden-dim", "8", "--resume")
+    assert (out / "config.json").read_text() == config_before
+    assert main(["sample", "--out-dir", str(out), "--points", "21", "--num-samples", "1"]) == 0
+    # a new run needs steps, else it would report a checkpoint it never wrote
+    with pytest.raises(ValueError, match="num_steps"):
+        _train(tmp_path / "empty", "--steps", "0")
+    # a new run into the directory that fails before its first checkpoint leaves no
+    # mismatched config and checkpoint behind
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed before the first checkpoint")
+
+    monkeypatch.setattr(cli_run, "fit", crash, raising=False)
+    import pyro_vpf.infer as infer
+
+    monkeypatch.setattr(infer, "fit", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        _train(out, "--steps", "3", "--hidden-dim", "8")
+    assert not (out / "config.json").exists() and not (out / "checkpoint.pt").exists()
+    with pytest.raises(FileNotFoundError, match="checkpoint.pt"):
+        main(["sample", "--out-dir", str(out)])
+
+
+@pytest.mark.slow
+def test_the_checkpoint_carries_the_run_settings(tmp_path):
+    out = tmp_path / "run"
+    assert _train(out, "--steps", "3") == 0
+    (out / "config.json").unlink()
+    config, model, *_ = cli_run.load_run(str(out))
+    assert config.num_steps == 3 and config.hidden_dim == 16
