@@ -113,13 +113,10 @@ class _LinearReadout(Likelihood):
         return nn.functional.linear(z, self.weight, self.bias)
 
 
-class LinearGaussianLikelihood(_LinearReadout):
-    r"""Linear-Gaussian: :math:`x_k = C z_k + d + \mathcal N(0, \operatorname{diag}(r^2))`.
-
-    :math:`C, d` and :math:`r > 0` (``noise_scale``, a softplus) are learned. With an identity
-    latent flow the model is a linear-Gaussian state-space model whose likelihood is exact
-    (:func:`pyro_vpf.evaluation.exact_log_likelihood`).
-    """
+class _LocationScale(_LinearReadout):
+    r"""A location :math:`C z_k + d` and a learned scale :math:`r > 0` per channel
+    (``noise_scale``, a softplus); :meth:`decode` maps standard noise :math:`u` to
+    :math:`C z_k + d + r \odot u`."""
 
     def __init__(self, obs_dim, latent_dim):
         super().__init__(obs_dim, latent_dim)
@@ -129,9 +126,6 @@ class LinearGaussianLikelihood(_LinearReadout):
     def noise_scale(self):
         return softplus(self.noise_unconstrained)
 
-    def point_distribution(self, z):
-        return Normal(self.linear(z), self.noise_scale)
-
     def decode(self, z, noise=None):
         self._check_latent(z)
         self._check_noise(z, noise)
@@ -139,9 +133,21 @@ class LinearGaussianLikelihood(_LinearReadout):
         return loc if noise is None else loc + noise * self.noise_scale
 
 
-class StudentTLikelihood(_LinearReadout):
+class LinearGaussianLikelihood(_LocationScale):
+    r"""Linear-Gaussian: :math:`x_k = C z_k + d + \mathcal N(0, \operatorname{diag}(r^2))`.
+
+    :math:`C, d` and :math:`r > 0` (``noise_scale``, a softplus) are learned. With an identity
+    latent flow the model is a linear-Gaussian state-space model whose likelihood is exact
+    (:func:`pyro_vpf.evaluation.exact_log_likelihood`).
+    """
+
+    def point_distribution(self, z):
+        return Normal(self.linear(z), self.noise_scale)
+
+
+class StudentTLikelihood(_LocationScale):
     r"""Heavy-tailed: :math:`x_{k,i} = (C z_k + d)_i + r_i\,\epsilon`, :math:`\epsilon \sim
-    t_\nu`, for series with outliers.
+    t_\nu`, for series with outliers; :meth:`decode` gives the location.
 
     Args:
         df (float): :math:`\nu > 0` to start from; learned (a softplus) unless
@@ -152,16 +158,11 @@ class StudentTLikelihood(_LinearReadout):
         super().__init__(obs_dim, latent_dim)
         if not float(df) > 0:
             raise ValueError(f"df must be positive, got {df}")
-        self.noise_unconstrained = nn.Parameter(torch.full((obs_dim,), -1.0))
         df = inverse_softplus(torch.full((obs_dim,), float(df)))
         if learn_df:
             self.df_unconstrained = nn.Parameter(df)
         else:
             self.register_buffer("df_unconstrained", df)
-
-    @property
-    def noise_scale(self):
-        return softplus(self.noise_unconstrained)
 
     @property
     def df(self):
@@ -170,12 +171,6 @@ class StudentTLikelihood(_LinearReadout):
     def point_distribution(self, z):
         loc = self.linear(z)
         return StudentT(self.df.to(loc.dtype), loc, self.noise_scale)
-
-    def decode(self, z, noise=None):
-        self._check_latent(z)
-        self._check_noise(z, noise)
-        loc = self.linear(z)
-        return loc if noise is None else loc + noise * self.noise_scale
 
 
 class PoissonLikelihood(_LinearReadout):
