@@ -102,24 +102,34 @@ def _problem(dtype=torch.float32):
     return x, torch.linspace(0, 1, 8, dtype=dtype)
 
 
-@pytest.mark.parametrize("lr", [10.0, 100.0])
-def test_divergence_raises_one_error_and_leaves_a_checkpoint_that_evaluates(tmp_path, lr):
-    """A diverging run stops with FloatingPointError (never a raw ValueError from a
-    distribution), and the checkpoint left holds parameters whose loss is finite, so that
-    resuming it with a lower learning rate trains on."""
+@pytest.mark.parametrize("blow_up_after", [0, 5])
+def test_divergence_raises_one_error_and_leaves_a_checkpoint_that_evaluates(tmp_path,
+                                                                          blow_up_after):
+    """A step whose parameters are finite but give non-finite values (as after a too large
+    learning rate) stops the run with FloatingPointError, never a raw ValueError from a
+    distribution; the checkpoint left holds parameters whose loss was finite (not the ones
+    saved just before the failing step), so that resuming it trains on."""
     x, times = _problem()
     path = str(tmp_path / "ckpt.pt")
     pyro.set_rng_seed(0)
     model, guide = _tiny()
-    with pytest.raises(FloatingPointError, match="non-finite"):
-        fit(model, guide, x, times, num_steps=200, lr=lr, checkpoint_path=path,
-            checkpoint_every=1, progress=False)
+
+    def blow_up(step, history):  # finite, but far too large: activations overflow
+        if step == blow_up_after:
+            with torch.no_grad():
+                for p in model.likelihood.parameters():
+                    p.mul_(1e30)
+
+    with pytest.raises(FloatingPointError, match="non-finite|loss became"):
+        fit(model, guide, x, times, num_steps=20, lr=1e-3, checkpoint_path=path,
+            checkpoint_every=1, callback=blow_up, progress=False)
     assert not os.path.exists(path + ".pending")
-    if lr == 100.0:  # diverges at its first step: no parameters were ever good
+    if blow_up_after == 0:  # the first parameters saved were the bad ones: nothing is kept
         assert not os.path.exists(path)
         return
     model, guide = _tiny()
     step, _, _ = load_checkpoint(path, model, guide)
+    assert step == blow_up_after  # saved before the blow-up, confirmed by a finite step
     loss = pyro.infer.Trace_ELBO().loss(model, guide, x, times)
     assert torch.isfinite(torch.tensor(loss))
     history = fit(model, guide, x, times, num_steps=step + 3, lr=1e-4, resume=path,

@@ -343,3 +343,35 @@ def test_resuming_from_a_checkpoint_that_would_run_code_is_refused(tmp_path):
         fit_distributed(model, guide, x, times, num_steps=2, batch_size=4, lr=1e-2,
                         accelerator="cpu", resume=path, seed=0, progress=False)
     assert MARKER not in os.environ
+
+
+def test_fit_distributed_keeps_the_divergence_contract(tmp_path):
+    """As fit: parameters that are finite but give non-finite values stop the run with one
+    FloatingPointError, and the checkpoint left holds parameters whose loss was finite (not
+    the ones saved just before the failing step); resuming it trains on."""
+    from pyro_vpf.infer import load_checkpoint
+
+    model, guide, x, times = _problem(torch.float32)
+    path = str(tmp_path / "run.ckpt")
+
+    def blow_up(step, history):  # finite, but far too large: activations overflow
+        if step == 3:
+            with torch.no_grad():
+                for p in model.likelihood.parameters():
+                    p.mul_(1e30)
+
+    with pytest.raises(FloatingPointError, match="non-finite|loss became"):
+        fit_distributed(model, guide, x, times, num_steps=20, batch_size=4, lr=1e-3,
+                        accelerator="cpu", checkpoint_path=path, checkpoint_every=1, seed=0,
+                        callback=blow_up, progress=False)
+    assert not (tmp_path / "run.ckpt.pending").exists()
+    fresh_model, fresh_guide, _, _ = _problem(torch.float32)
+    step, _, _ = load_checkpoint(path, fresh_model, fresh_guide)
+    assert step == 3
+    loss = pyro.infer.Trace_ELBO().loss(fresh_model, fresh_guide, x, times)
+    assert loss == loss and abs(loss) != float("inf")
+    model, guide, _, _ = _problem(torch.float32)
+    history = fit_distributed(model, guide, x, times, num_steps=step + 3, batch_size=4,
+                              lr=1e-4, accelerator="cpu", checkpoint_path=path, resume=path,
+                              seed=0, progress=False)
+    assert len(history) == step + 3 and all(v == v for v in history.loss)

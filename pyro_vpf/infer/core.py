@@ -87,6 +87,12 @@ def all_finite(*modules):
     return bool(torch.stack(flags).all()) if flags else True  # one host synchronisation
 
 
+def is_non_finite_error(err):
+    """Whether a ``ValueError`` raised in a step is a distribution's validation meeting
+    non-finite values (NaN or infinite parameters of a distribution)."""
+    return "invalid values" in str(err) or "nan" in str(err).lower()
+
+
 def stopped_message(step, last_saved):
     """What a ``FloatingPointError`` of a stopped run says."""
     where = f"the last good checkpoint is {last_saved}" if last_saved else "no checkpoint yet"

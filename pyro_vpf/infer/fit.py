@@ -15,7 +15,13 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from pyro_vpf.infer.core import OptimSettings, all_finite, make_elbo, stopped_message
+from pyro_vpf.infer.core import (
+    OptimSettings,
+    all_finite,
+    is_non_finite_error,
+    make_elbo,
+    stopped_message,
+)
 from pyro_vpf.validation import check_integer, check_program_data
 
 __all__ = ["FitHistory", "atomic_save", "fit", "load_checkpoint", "save_checkpoint"]
@@ -222,12 +228,6 @@ def _restore(state, path, model, guide, optimizer=None):
     return state["step"], FitHistory(**state["history"]), state["config"]
 
 
-def _is_non_finite_error(err):
-    """Whether a ``ValueError`` raised in a step is a distribution's validation meeting
-    non-finite values (NaN or infinite parameters of a distribution)."""
-    return "invalid values" in str(err) or "nan" in str(err).lower()
-
-
 class _Guard:
     r"""The divergence contract of :func:`fit`: a non-finite loss, a non-finite parameter
     after an update (a non-finite gradient) or a distribution's validation error caused by
@@ -255,7 +255,7 @@ class _Guard:
         try:
             loss = fn()
         except ValueError as err:
-            if _is_non_finite_error(err) or not all_finite(self.model, self.guide):
+            if is_non_finite_error(err) or not all_finite(self.model, self.guide):
                 raise self._stop(step, "a distribution met non-finite values: ") from err
             raise
         if not math.isfinite(loss):

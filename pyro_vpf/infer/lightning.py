@@ -36,7 +36,13 @@ from pyro.optim.clipped_adam import ClippedAdam
 from pyro.poutine.messenger import Messenger
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from pyro_vpf.infer.core import OptimSettings, all_finite, make_elbo, stopped_message
+from pyro_vpf.infer.core import (
+    OptimSettings,
+    all_finite,
+    is_non_finite_error,
+    make_elbo,
+    stopped_message,
+)
 from pyro_vpf.infer.fit import FitHistory, _is_lightning_checkpoint, _load, load_checkpoint
 from pyro_vpf.optional import optional_import
 from pyro_vpf.validation import check_program_data
@@ -325,14 +331,13 @@ class SVIModule(pl.LightningModule):
         kl_weight = self.kl_weight_at(step)
         try:
             loss = self(x, times, mask, kl_weight=kl_weight)
-        except ValueError as err:  # distribution validation meeting non-finite parameters
-            if all_finite(self.model, self.guide):
+        except ValueError as err:  # distribution validation meeting non-finite values
+            if not is_non_finite_error(err) and all_finite(self.model, self.guide):
                 raise
-            raise FloatingPointError(stopped_message(step, self._last_saved)) from err
+            raise self._stop(step, "a distribution met non-finite values: ") from err
         value = float(self._mean_over_processes(loss.detach()))
         if not math.isfinite(value):  # the same mean on every process: all stop together
-            raise FloatingPointError(f"the loss became {value}: "
-                                     + stopped_message(step, self._last_saved))
+            raise self._stop(step, f"the loss became {value}: ")
         self._pending = (value, kl_weight)
         if self.num_points is not None:
             recent = self.history.elbo_per_point[-19:] + [-value / self.num_points]
@@ -371,18 +376,64 @@ class SVIModule(pl.LightningModule):
         if (self._callback is not None and self.trainer.is_global_zero
                 and os.getpid() == self._caller_pid):
             self._callback(done - 1, history)
+        if not all_finite(self.model, self.guide):  # a non-finite gradient reached them
+            raise self._stop(done, "an update made parameters non-finite: ")
+        self._confirm()  # the pending checkpoint's parameters gave a finite loss and update
         if self.checkpoint_path and (
             done == self.num_steps or (self.checkpoint_every and done % self.checkpoint_every == 0)
         ):
-            if not all_finite(self.model, self.guide):  # never overwrite a good checkpoint
-                raise FloatingPointError(stopped_message(done, self._last_saved))
-            # written aside, then renamed: an interrupted save never corrupts the last one
-            partial = f"{self.checkpoint_path}.tmp"
-            self.trainer.save_checkpoint(partial,
+            # the divergence contract of fit: written beside the target, moved over it only
+            # once the loss and the update at its parameters proved finite
+            self.trainer.save_checkpoint(self._pending_path,
                                          **_full_checkpoints(self.trainer.save_checkpoint))
+            if done == self.num_steps:  # no next step: evaluate loss and gradients here
+                self._check_final(batch, done)
+                self._confirm()
+
+    @property
+    def _pending_path(self):
+        return f"{self.checkpoint_path}.pending"
+
+    def _stop(self, step, message):
+        if self.checkpoint_path and self.trainer.is_global_zero and os.path.exists(
+                self._pending_path):
+            os.remove(self._pending_path)  # its parameters are the ones that diverged
+        return FloatingPointError(message + stopped_message(step, self._last_saved))
+
+    def _confirm(self):
+        if self.checkpoint_path and os.path.exists(self._pending_path):
             if self.trainer.is_global_zero:
-                os.replace(partial, self.checkpoint_path)
+                os.replace(self._pending_path, self.checkpoint_path)
             self._last_saved = self.checkpoint_path
+
+    def _check_final(self, batch, step):
+        """Loss and gradients at the final parameters, on every process, without an update."""
+        x, times, mask = batch
+        params = [p for p in self.parameters() if p.requires_grad]
+        try:
+            with torch.enable_grad():
+                loss = self(x, times, mask, kl_weight=self.kl_weight_at(step))
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+            finite = bool(torch.isfinite(loss)) and all(
+                bool(torch.isfinite(g).all()) for g in grads if g is not None)
+        except ValueError as err:
+            if not is_non_finite_error(err):
+                raise
+            finite = False
+        flag = torch.tensor(float(finite), device=params[0].device)
+        if float(self._mean_over_processes(flag)) < 1.0:
+            raise self._stop(step, "the loss or gradient at the final parameters is "
+                                   "non-finite: ")
+
+    def on_load_checkpoint(self, checkpoint):
+        # a new learning rate on resume is honoured, as in fit: the schedule continues from
+        # the step reached, as if the run had started with it
+        saved = checkpoint.get("state_dict", {}).get("_extra_state", {}).get("config", {})
+        if saved.get("lr") not in (None, self.lr):
+            rate = self.lr * self.lr_decay ** checkpoint.get("global_step", 0)
+            for state in checkpoint.get("optimizer_states", []):
+                for group in state.get("param_groups", []):
+                    group["lr"] = rate
 
 
 def is_global_zero():
