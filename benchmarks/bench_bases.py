@@ -356,13 +356,13 @@ def print_co2(summary, args):
           f"{args.guide} guide, hidden {args.co2_hidden_dim}, Dz {args.co2_latent_dim}, "
           f"time_periods=(1.0,), time_embed_dim=0; mean+-sd over {args.co2_seeds} seed(s)")
     head = (f"{'model':<18}{'MSE':>16}{'MAE':>14}{'CRPS':>14}{'cov50':>14}{'cov90':>14}"
-            f"{'s':>12}{'max|draw|':>11}")
+            f"{'s':>16}{'max|draw|':>11}")
     print(head + "\n" + "-" * len(head))
     for r in summary:
         print(f"{r['model']:<18}{_pm(r['mse'], r['mse_sd'], 16, 3)}"
               f"{_pm(r['mae'], r['mae_sd'], 14, 3)}{_pm(r['crps'], r['crps_sd'], 14, 3)}"
               f"{_pm(r['cov50'], r['cov50_sd'], 14, 3)}{_pm(r['cov90'], r['cov90_sd'], 14, 3)}"
-              f"{_pm(r['seconds'], r['seconds_sd'], 12, 1)}{r['max_abs_ppm']:>11.4g}")
+              f"{_pm(r['seconds'], r['seconds_sd'], 16, 1)}{r['max_abs_ppm']:>11.4g}")
     low, high = TARGETS["co2_cov90"]
     print(f"targets (vpf[trend+cycle]): CRPS <= structural's; cov90 in [{low}, {high}]")
 

@@ -34,9 +34,9 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro_vpf.guides import AffineGuide
 from pyro_vpf.models import VPF
 
+from pyro_vpf.cli.config import TrainConfig
 from pyro_vpf.data import stochastic_lorenz
 from pyro_vpf.infer import elbo_per_point, fit
-from pyro_vpf.cli.config import TrainConfig
 
 
 def peak_rss_mb():
