@@ -1,9 +1,9 @@
 r"""What every sequence guide shares: the program template and the marginal's contract."""
 
-import pyro
 from pyro import poutine
 from torch import nn
 
+from pyro_vpf.params import register
 from pyro_vpf.plates import sequence_plate
 from pyro_vpf.validation import check_integer, check_query_times, check_sequences
 
@@ -48,7 +48,7 @@ class SequenceGuide(nn.Module):
         """The guide program: sites ``"z0"`` and ``"z"`` in the plate over sequences."""
         x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim,
                                             like=self._like())
-        pyro.module(self.name, self)
+        register(self, self.name)
         with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
             with poutine.scale(scale=kl_weight):
                 self.sample_sites(xb, tb, mb)

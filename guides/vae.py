@@ -6,6 +6,7 @@ from pyro.distributions import Normal, TransformedDistribution
 from torch import nn
 
 from pyro_vpf.nn import MLP
+from pyro_vpf.params import register
 from pyro_vpf.sites import DATA, Z
 from pyro_vpf.transforms import ConditionalFlow
 from pyro_vpf.validation import check_vectors
@@ -55,7 +56,7 @@ class GaussianEncoderGuide(nn.Module):
         if x is None:
             raise ValueError("the guide is amortised over data: x is required")
         N = check_vectors(x, self.data_dim, self.encoder[0].weight).shape[0]
-        pyro.module(self.name, self)
+        register(self, self.name)
         with pyro.plate(DATA, N, subsample_size=batch_size, dim=-1) as idx:
             with poutine.scale(scale=kl_weight):
                 return pyro.sample(Z, self._distribution(x[idx]))

@@ -9,6 +9,7 @@ from pyro.distributions import Bernoulli, Normal, TransformedDistribution
 from torch import nn
 
 from pyro_vpf.nn import MLP
+from pyro_vpf.params import register
 from pyro_vpf.refine import refine
 from pyro_vpf.sites import DATA, X, Z
 from pyro_vpf.transforms import CouplingFlow
@@ -134,7 +135,7 @@ class FlowVAE(nn.Module):
             N = check_vectors(x, self.data_dim, like).shape[0]
             if self.likelihood == "bernoulli" and not ((x == 0) | (x == 1)).all():
                 raise ValueError("x must hold 0/1 values for the Bernoulli likelihood")
-        pyro.module("flow_vae", self)
+        register(self, "flow_vae")
         with pyro.plate(DATA, N, subsample_size=batch_size, dim=-1) as idx:
             with poutine.scale(scale=kl_weight):
                 z = pyro.sample(Z, self.prior())

@@ -4,6 +4,7 @@ import pyro
 from pyro_vpf.models.likelihoods import FlowLikelihood, Likelihood, LinearGaussianLikelihood
 from torch import nn
 
+from pyro_vpf.params import register
 from pyro_vpf.plates import sequence_plate
 from pyro_vpf.prior import PathPrior
 from pyro_vpf.sites import X
@@ -131,7 +132,7 @@ class PathModel(LikelihoodMixin, nn.Module):
         x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim,
                                             like=self.prior.init_loc,
                                             num_sequences=num_sequences)
-        pyro.module(self.name, self)
+        register(self, self.name)
         with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
             z = self.prior.pyro_sample(tb, kl_weight)
             pyro.sample(X, self.observation_distribution(z, mb), obs=xb)

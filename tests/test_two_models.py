@@ -1,0 +1,59 @@
+"""Two models (and guides) in one process train, one after the other and alternately, with no
+pyro.clear_param_store(): each registers its parameters under a name of its own."""
+
+import copy
+
+import pyro
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.optim import Adam
+from pyro_vpf.guides import AffineGuide, MarkovGuide
+from pyro_vpf.models import VPF
+
+from pyro_vpf.infer import fit
+
+
+def _snapshot(*modules):
+    return [p.detach().clone() for m in modules for p in m.parameters()]
+
+
+def _changed(before, *modules):
+    after = [p.detach() for m in modules for p in m.parameters()]
+    return sum(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def _data():
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(4, 6, 2, generator=gen), torch.linspace(0, 1, 6)
+
+
+def test_a_second_model_trains_after_the_first():
+    x, times = _data()
+    first = VPF(2, 2, 8, 1, 1), AffineGuide(2, 2, 8)
+    fit(*first, x, times, num_steps=2, progress=False)
+    second = VPF(2, 2, 8, 1, 1), AffineGuide(2, 2, 8)
+    before, untouched = _snapshot(*second), _snapshot(*first)
+    fit(*second, x, times, num_steps=3, lr=1e-2, progress=False)
+    n = len(before)
+    assert _changed(before, *second) == n  # every parameter tensor of the second pair moved
+    assert _changed(untouched, *first) == 0  # and none of the first's
+    names = {name.split("$$$")[0] for name in pyro.get_param_store().keys()}
+    assert {second[0]._pyro_name, second[1]._pyro_name} <= names
+    assert second[0]._pyro_name != first[0]._pyro_name
+
+
+def test_two_models_trained_alternately_and_a_copy():
+    x, times = _data()
+    pairs = [(VPF(2, 2, 8, 1, 1), MarkovGuide(2, 2, 8)) for _ in range(2)]
+    svis = [SVI(m, g, Adam({"lr": 1e-2}), Trace_ELBO()) for m, g in pairs]
+    before = [_snapshot(*pair) for pair in pairs]
+    for _ in range(3):
+        for svi in svis:
+            svi.step(x, times)
+    for pair, snap in zip(pairs, before, strict=True):
+        assert _changed(snap, *pair) == len(snap)
+    copied = copy.deepcopy(pairs[0][0]), copy.deepcopy(pairs[0][1])
+    snap = _snapshot(*copied)
+    original = _snapshot(*pairs[0])
+    fit(*copied, x, times, num_steps=2, lr=1e-2, progress=False)
+    assert _changed(snap, *copied) == len(snap) and _changed(original, *pairs[0]) == 0
