@@ -46,6 +46,11 @@ class SequenceGuide(nn.Module):
 
     def forward(self, x, times, mask=None, *, batch_size=None, kl_weight=1.0):
         """The guide program: sites ``"z0"`` and ``"z"`` in the plate over sequences."""
+        if x is None:
+            raise ValueError(
+                f"{type(self).__name__} reads the observations to propose z: it was called "
+                "with x=None. Pass the data to the guide (e.g. Predictive(model, guide=guide)"
+                "(x, times, mask)); to sample new sequences, run the model alone")
         x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim,
                                             like=self._like())
         register(self, self.name)

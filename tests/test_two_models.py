@@ -4,6 +4,7 @@ pyro.clear_param_store(): each registers its parameters under a name of its own.
 import copy
 
 import pyro
+import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
@@ -57,3 +58,28 @@ def test_two_models_trained_alternately_and_a_copy():
     original = _snapshot(*pairs[0])
     fit(*copied, x, times, num_steps=2, lr=1e-2, progress=False)
     assert _changed(snap, *copied) == len(snap) and _changed(original, *pairs[0]) == 0
+
+
+def test_guides_that_cannot_read_new_sequences_are_refused_clearly():
+    from pyro.infer.autoguide import AutoNormal
+
+    from pyro_vpf.evaluation import forecast, interpolate, posterior_predictive
+
+    x, times = _data()
+    model = VPF(2, 2, 8, 1, 1)
+    auto = AutoNormal(model)
+    svi = SVI(model, auto, Adam({"lr": 1e-2}), Trace_ELBO())
+    svi.step(x, times)  # an autoguide trains on its sequences ...
+    for call in (lambda: forecast(model, auto, x, times, torch.tensor([1.5])),
+                 lambda: posterior_predictive(model, auto, x, times, num_samples=2),
+                 lambda: interpolate(model, auto, x, times, times)):
+        with pytest.raises(ValueError, match="autoguide.*pyro_vpf.guides"):
+            call()  # ... but cannot read new ones
+
+    def bare_guide(x, times, mask=None, **kwargs):
+        return AffineGuide(2, 2, 8)(x, times, mask, **kwargs)
+
+    with pytest.raises(ValueError, match="no marginal"):
+        interpolate(model, bare_guide, x, times, times)
+    with pytest.raises(ValueError, match="x=None"):
+        AffineGuide(2, 2, 8)(None, times)

@@ -21,6 +21,22 @@ __all__ = [
 
 
 @torch.no_grad()
+def _check_sequence_guide(guide, needs_marginal=False):
+    """Refuse guides that cannot read new sequences, with what to use instead."""
+    from pyro.infer.autoguide import AutoGuide
+
+    if isinstance(guide, AutoGuide):
+        raise ValueError(
+            f"{type(guide).__name__} (a Pyro autoguide) learns one posterior per training "
+            "sequence and cannot read new sequences: use a sequence guide of "
+            "pyro_vpf.guides (AffineGuide, MarkovGuide, FlowGuide), which encodes x")
+    if needs_marginal and not callable(getattr(guide, "marginal", None)):
+        raise ValueError(
+            f"{type(guide).__name__} has no marginal(x, times, query_times, mask): "
+            "interpolation reads the posterior marginal of z(t); the guides of "
+            "pyro_vpf.guides have one")
+
+
 def posterior_predictive(model, guide, x, times, mask=None, num_samples=100):
     r"""Replicated sequences :math:`x^{rep} \sim p(x \mid z)`, :math:`z \sim q(z \mid x)`.
 
@@ -34,6 +50,7 @@ def posterior_predictive(model, guide, x, times, mask=None, num_samples=100):
         entries under each draw.
     """
     check_integer("num_samples", num_samples, 1)
+    _check_sequence_guide(guide)
     like = next(model.parameters())
     x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
     with pyro.plate("samples", num_samples, dim=-2):
@@ -62,6 +79,7 @@ def interpolate(model, guide, x, times, query_times, mask=None, num_samples=100)
         torch.Tensor: ``(S, B, Q, Dx)``.
     """
     check_integer("num_samples", num_samples, 1)
+    _check_sequence_guide(guide, needs_marginal=True)
     z = guide.marginal(x, times, query_times, mask).sample((num_samples,))
     return _decode(model, z)
 
@@ -83,6 +101,7 @@ def forecast(model, guide, x, times, future_times, mask=None, num_samples=100):
         dict: ``"z"`` ``(S, B, F, Dz)`` and ``"x"`` ``(S, B, F, Dx)``.
     """
     check_integer("num_samples", num_samples, 1)
+    _check_sequence_guide(guide)
     like = next(model.parameters())
     x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
     check_times(future_times, like, name="future_times")
