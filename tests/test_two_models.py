@@ -83,3 +83,53 @@ def test_guides_that_cannot_read_new_sequences_are_refused_clearly():
         interpolate(model, bare_guide, x, times, times)
     with pytest.raises(ValueError, match="x=None"):
         AffineGuide(2, 2, 8)(None, times)
+
+
+def test_posterior_predictive_scores_a_likelihood_that_depends_on_more_than_z():
+    """A model with a static per-sequence offset c: x_k ~ N(z_k + c, 0.1). Its log-likelihood
+    under each draw is the model's own (with c), not observation_distribution(z)."""
+    from pyro import poutine
+    from pyro.distributions import Normal
+    from pyro_vpf.models import LinearGaussianLikelihood, PathModel
+
+    from pyro_vpf.evaluation import posterior_predictive
+    from pyro_vpf.plates import sequence_plate
+    from pyro_vpf.prior import LatentPathPrior
+    from pyro_vpf.validation import check_sequences
+
+    class Offset(PathModel):
+        def forward(self, x, times, mask=None, *, batch_size=None, num_sequences=None,
+                    kl_weight=1.0):
+            x, times, mask, B = check_sequences(x, times, mask, obs_dim=1,
+                                                like=self.prior.init_loc,
+                                                num_sequences=num_sequences)
+            with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
+                c = pyro.sample("c", Normal(5.0, 1.0))
+                z = self.prior.pyro_sample(tb, kl_weight)
+                law = Normal(z + c[..., None, None], 0.1)
+                law = law if mb is None else law.mask(mb)
+                pyro.sample("x", law.to_event(2), obs=xb)
+
+    x, times = _data()
+    x = x[..., :1] + 5.0
+    model = Offset(LatentPathPrior(1, 8, 1), LinearGaussianLikelihood(1, 1), name="offset")
+
+    class OffsetGuide(AffineGuide):  # the affine guide's sites, and c, in the same plate
+        def sample_sites(self, x, times, mask):
+            super().sample_sites(x, times, mask)
+            pyro.sample("c", Normal(torch.full((x.shape[0],), 5.0), 0.01))
+
+    guide = OffsetGuide(1, 1, 8)
+
+    out = posterior_predictive(model, guide, x, times, num_samples=3)
+    # the reference, by hand: the same draws of z and c from the guide, the model's law
+    with pyro.plate("samples", 3, dim=-2):
+        pyro.set_rng_seed(1)
+        trace = poutine.trace(guide).get_trace(x, times)
+    z = torch.cat([trace.nodes["z0"]["value"].unsqueeze(-2), trace.nodes["z"]["value"]], -2)
+    c = trace.nodes["c"]["value"]
+    assert out["log_likelihood"].shape == (3, 4)
+    pyro.set_rng_seed(1)
+    out = posterior_predictive(model, guide, x, times, num_samples=3)
+    ref = Normal(z + c[..., None, None], 0.1).log_prob(x).sum((-1, -2))
+    assert torch.allclose(out["log_likelihood"], ref, rtol=1e-5)

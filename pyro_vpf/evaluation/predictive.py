@@ -46,8 +46,9 @@ def posterior_predictive(model, guide, x, times, mask=None, num_samples=100):
 
     Returns:
         dict: ``"z"`` ``(S, B, K+1, Dz)`` and ``"x"`` ``(S, B, K+1, Dx)``, plus
-        ``"log_likelihood"`` ``(S, B)``: :math:`\log p(x^{obs} \mid z)` of the observed
-        entries under each draw.
+        ``"log_likelihood"`` ``(S, B)``: :math:`\log p(x^{obs} \mid \text{latents})` of the
+        observed entries under each draw, read from the model's own trace (so a model whose
+        likelihood depends on latents besides ``z`` is scored with them).
     """
     check_integer("num_samples", num_samples, 1)
     _check_sequence_guide(guide)
@@ -57,8 +58,12 @@ def posterior_predictive(model, guide, x, times, mask=None, num_samples=100):
         guide_trace = poutine.trace(guide).get_trace(x, times, mask)
         replayed = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             None, times, num_sequences=B)
+        # the model's own law of the observed data given every latent of the same draw (its
+        # own latents too, not only z), from its trace with the data: any model's likelihood
+        observed = poutine.trace(poutine.replay(model, trace=replayed)).get_trace(
+            x, times, mask)
     z = torch.cat([replayed.nodes[Z0]["value"].unsqueeze(-2), replayed.nodes[Z]["value"]], -2)
-    log_lik = model.observation_distribution(z, mask).log_prob(x)
+    log_lik = observed.nodes[X]["fn"].log_prob(x)
     return {"z": z, "x": replayed.nodes[X]["value"], "log_likelihood": log_lik}
 
 
