@@ -151,7 +151,7 @@ def test_float32_and_levels():
     ({"samples": torch.zeros(4, 3, dtype=torch.long)}, "samples"),
     ({"samples": [[0.0]] * 4}, "samples"),
     ({"y": torch.zeros(4, dtype=torch.float64)}, "y"),
-    ({"y": torch.zeros(3, dtype=torch.float32)}, "y"),
+    ({"y": torch.zeros(3, dtype=torch.long)}, "y"),
     ({"mask": torch.ones(3, dtype=torch.long)}, "mask"),
     ({"mask": torch.ones(2, dtype=torch.bool)}, "mask"),
     ({"mask": torch.zeros(3, dtype=torch.bool)}, "mask"),
@@ -182,3 +182,12 @@ def test_non_finite_scored_entries():
     bad = samples.clone()
     bad[:, 2] = float("nan")
     assert forecast_scores(bad, y, mask).count == 2
+
+
+def test_float32_forecasts_score_against_float64_data_in_float64():
+    g = torch.Generator().manual_seed(4)
+    samples = torch.randn(50, 6, generator=g, dtype=torch.float64).float()
+    y = torch.randn(6, generator=g, dtype=torch.float64)
+    mixed = forecast_scores(samples, y)
+    same = forecast_scores(samples.double(), y)
+    assert mixed == same

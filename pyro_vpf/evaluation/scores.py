@@ -81,8 +81,9 @@ def forecast_scores(samples, y, mask=None, levels=(0.5, 0.9)):
     Args:
         samples (torch.Tensor): ``(S, ...)`` predictive draws, ``S >= 2`` along dim 0, finite
             at the scored entries.
-        y (torch.Tensor): ``(...)`` observations, the shape of one draw, same dtype and device
-            as ``samples``, finite at the scored entries.
+        y (torch.Tensor): ``(...)`` observations, the shape of one draw, on the device of
+            ``samples``, finite at the scored entries (with another floating dtype, both are
+            scored in the wider one).
         mask (torch.Tensor): boolean tensor broadcastable to ``y.shape``, True where an entry
             is scored; ``None`` scores every entry. At least one entry must be scored.
         levels (sequence of float): central interval probabilities, each in ``(0, 1)``.
@@ -102,9 +103,11 @@ def forecast_scores(samples, y, mask=None, levels=(0.5, 0.9)):
     if y.shape != samples.shape[1:]:
         raise ValueError(f"y must have shape {tuple(samples.shape[1:])} (one draw), got "
                          f"{tuple(y.shape)}")
-    if y.dtype != samples.dtype or y.device != samples.device:
-        raise ValueError(f"y has dtype {y.dtype} on {y.device}; expected {samples.dtype} on "
-                         f"{samples.device} (as samples)")
+    if y.device != samples.device:
+        raise ValueError(f"y is on {y.device}; expected {samples.device} (as samples)")
+    if y.dtype != samples.dtype:  # e.g. float32 forecasts against float64 data: score in the wider
+        common = torch.promote_types(y.dtype, samples.dtype)
+        samples, y = samples.to(common), y.to(common)
     levels = _check_levels(levels)
     if mask is None:
         mask = torch.ones(y.shape, dtype=torch.bool, device=y.device)
