@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 
 from pyro_vpf.data.sequences import SequenceData
+from pyro_vpf.data.series import split_series
 from pyro_vpf.data.toy2d import _resolve_dtype
 from pyro_vpf.optional import optional_import
 
@@ -137,43 +138,12 @@ def load_co2(*, window=104, stride=None, holdout_years=10.0, standardise=True,
         raise ValueError(f"time_origin must be a finite number, got {time_origin!r}")
     times = _decimal_years(frame.index) - float(time_origin)
     values = torch.tensor(frame["co2"].to_numpy(dtype="float64"), dtype=torch.float64)
-    observed = ~values.isnan()
 
-    in_test = times > times[-1] - float(holdout_years)
-    num_history = int((~in_test).sum())
-    if num_history < window:
-        raise ValueError(
-            f"holdout_years={holdout_years!r} leaves {num_history} weeks of history, fewer "
-            f"than window={window}; shorten holdout_years or window")
-    history_values = values[:num_history][observed[:num_history]]
-    if history_values.numel() < 2:
-        raise ValueError(f"holdout_years={holdout_years!r} leaves fewer than two observed "
-                         "weeks of history")
-
-    if standardise:
-        loc, scale = history_values.mean().reshape(1), history_values.std().reshape(1)
-        values = (values - loc) / scale
-    values = torch.where(observed, values, torch.zeros_like(values))
-
-    def finish(tensor):
-        if tensor is None:
-            return None
-        return tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
-
-    loc, scale = (finish(loc), finish(scale)) if standardise else (None, None)
-
-    def part(x, t, m):
-        return SequenceData(finish(x.reshape(1, -1, 1)), finish(t), finish(m.reshape(1, -1)),
-                            loc, scale)
-
-    split = slice(0, num_history), slice(num_history, None)
-    history, test = (part(values[s], times[s], observed[s]) for s in split)
-
-    def windows(tensor):
-        return tensor[:num_history].unfold(0, window, stride)  # (N, window)
-
-    win_x, win_t, win_m = windows(values), windows(times), windows(observed)
-    keep = win_m.any(dim=-1)
-    train = SequenceData(finish(win_x[keep].unsqueeze(-1)), finish(win_t[keep]),
-                         finish(win_m[keep]), loc, scale)
-    return CO2(train, history, test, loc, scale)
+    try:
+        split = split_series(times, values, holdout=float(holdout_years), window=window,
+                             stride=stride, standardise=standardise, dtype=dtype,
+                             device=device)
+    except ValueError as err:  # in this function's words
+        raise ValueError(str(err).replace("holdout=", "holdout_years=").replace(
+            "points", "weeks").replace("a channel with fewer", "fewer")) from None
+    return CO2(*split)
