@@ -122,3 +122,18 @@ def test_forecast_series_conditions_on_the_last_stretch_in_original_units():
         forecast_series(model, guide, history, future, context=1)
     with pytest.raises(ValueError, match="one sequence"):
         forecast_series(model, guide, history[[0, 0]], future)
+
+
+def test_predictive_draws_carry_no_gradient():
+    """The predictive functions run without autograd: draws are plain tensors."""
+    from pyro_vpf.guides import AffineGuide
+    from pyro_vpf.models import VPF
+
+    from pyro_vpf.evaluation import forecast, interpolate, posterior_predictive
+
+    model, guide = VPF(2, 2, 8, 1, 1), AffineGuide(2, 2, 8)
+    x, times = torch.randn(3, 5, 2), torch.linspace(0, 1, 5)
+    outs = [posterior_predictive(model, guide, x, times, num_samples=2)["x"],
+            forecast(model, guide, x, times, torch.tensor([1.5]), num_samples=2)["x"],
+            interpolate(model, guide, x, times, times, num_samples=2)]
+    assert not any(out.requires_grad for out in outs)

@@ -20,7 +20,6 @@ __all__ = [
 ]
 
 
-@torch.no_grad()
 def _check_sequence_guide(guide, needs_marginal=False):
     """Refuse guides that cannot read new sequences, with what to use instead."""
     from pyro.infer.autoguide import AutoGuide
@@ -37,6 +36,7 @@ def _check_sequence_guide(guide, needs_marginal=False):
             "pyro_vpf.guides have one")
 
 
+@torch.no_grad()
 def posterior_predictive(model, guide, x, times, mask=None, num_samples=100):
     r"""Replicated sequences :math:`x^{rep} \sim p(x \mid z)`, :math:`z \sim q(z \mid x)`.
 
