@@ -2,44 +2,25 @@ r"""The Mauna Loa weekly atmospheric CO2 series bundled with statsmodels, split 
 
 import math
 import numbers
-from typing import NamedTuple
 
 import torch
 
-from pyro_vpf.data.sequences import SequenceData
-from pyro_vpf.data.series import split_series
+from pyro_vpf.data.series import SeriesSplit, split_series
 from pyro_vpf.data.toy2d import _resolve_dtype
 from pyro_vpf.optional import optional_import
+from pyro_vpf.validation import check_integer
 
 __all__ = ["CO2", "load_co2"]
 
 
-class CO2(NamedTuple):
-    """The CO2 series: training windows, the whole history, the held-out future.
+class CO2(SeriesSplit):
+    """The CO2 series: training windows, the whole history, the held-out future
+    (:class:`~pyro_vpf.data.SeriesSplit` fields: ``train`` ``(N, window, 1)`` windows with
+    times and mask ``(N, window)``; ``history`` ``(1, T_h, 1)``; ``test`` ``(1, T_test, 1)``;
+    ``loc`` and ``scale`` ``(1,)``, the observed history's mean and standard deviation in ppm,
+    or ``None`` unstandardised)."""
 
-    Attributes:
-        train (SequenceData): ``(N, window, 1)`` windows of the history, times ``(N, window)``,
-            mask ``(N, window)``.
-        history (SequenceData): the whole history as one sequence, ``(1, T_h, 1)``, times
-            ``(T_h,)``, mask ``(1, T_h)``.
-        test (SequenceData): the held-out last years as one sequence, ``(1, T_test, 1)``,
-            times ``(T_test,)``, mask ``(1, T_test)``.
-        loc (torch.Tensor or None): ``(1,)`` mean of the observed history, in ppm.
-        scale (torch.Tensor or None): ``(1,)`` standard deviation of the observed history,
-            in ppm.
-    """
-
-    train: SequenceData
-    history: SequenceData
-    test: SequenceData
-    loc: torch.Tensor | None
-    scale: torch.Tensor | None
-
-
-def _check_positive_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    __slots__ = ()
 
 
 def _decimal_years(index):
@@ -122,8 +103,8 @@ def load_co2(*, window=104, stride=None, holdout_years=10.0, standardise=True,
     Raises:
         ImportError: if statsmodels is not installed.
     """
-    window = _check_positive_int(window, "window", 2)
-    stride = max(1, window // 2) if stride is None else _check_positive_int(stride, "stride", 1)
+    window = check_integer("window", window, 2)
+    stride = max(1, window // 2) if stride is None else check_integer("stride", stride, 1)
     if isinstance(holdout_years, bool) or not isinstance(holdout_years, numbers.Real) \
             or not math.isfinite(holdout_years) or holdout_years <= 0:
         raise ValueError(f"holdout_years must be a finite number > 0, got {holdout_years!r}")

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 
 from pyro_vpf.data.sequences import SequenceData
+from pyro_vpf.validation import check_integer
 
 __all__ = ["SeriesSplit", "split_series"]
 
@@ -30,12 +31,6 @@ class SeriesSplit(NamedTuple):
     test: SequenceData
     loc: torch.Tensor | None
     scale: torch.Tensor | None
-
-
-def _integer(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def split_series(times, values, *, holdout, window, stride=None, standardise=True, dtype=None,
@@ -80,8 +75,8 @@ def split_series(times, values, *, holdout, window, stride=None, standardise=Tru
     values = values.to(torch.float64).reshape(times.shape[0], -1)  # (T, Dx)
     if bool(torch.isinf(values).any()):
         raise ValueError("values must be finite or NaN (missing)")
-    window = _integer(window, "window", 2)
-    stride = max(1, window // 2) if stride is None else _integer(stride, "stride", 1)
+    window = check_integer("window", window, 2)
+    stride = max(1, window // 2) if stride is None else check_integer("stride", stride, 1)
     if isinstance(holdout, bool) or not isinstance(holdout, numbers.Real) \
             or not math.isfinite(holdout) or holdout <= 0:
         raise ValueError(f"holdout must be a finite number > 0, got {holdout!r}")
