@@ -36,9 +36,10 @@ def _stored_config(paths):
     if os.path.exists(paths["config.json"]):
         with open(paths["config.json"]) as f:
             return TrainConfig.from_dict(json.load(f))
-    from pyro_vpf.infer.fit import _load
+    from pyro_vpf.infer.fit import read_checkpoint
 
-    stored = _load(paths["checkpoint.pt"]).get("config", {}).get("metadata", {}).get("run")
+    config = read_checkpoint(paths["checkpoint.pt"]).get("config", {})
+    stored = config.get("metadata", {}).get("run")
     if stored is None:
         raise FileNotFoundError(f"{paths['config.json']} not found and the checkpoint does "
                                 "not carry its run's settings")

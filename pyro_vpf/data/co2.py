@@ -8,6 +8,7 @@ import torch
 from pyro_vpf.data.series import SeriesSplit, split_series
 from pyro_vpf.data.toy2d import _resolve_dtype
 from pyro_vpf.optional import optional_import
+from pyro_vpf.validation import check_integer
 
 __all__ = ["CO2", "load_co2"]
 
@@ -102,6 +103,10 @@ def load_co2(*, window=104, stride=None, holdout_years=10.0, standardise=True,
     Raises:
         ImportError: if statsmodels is not installed.
     """
+    window = check_integer("window", window, 2)
+    if isinstance(holdout_years, bool) or not isinstance(holdout_years, numbers.Real) \
+            or not math.isfinite(holdout_years) or holdout_years <= 0:
+        raise ValueError(f"holdout_years must be a finite number > 0, got {holdout_years!r}")
     dtype = _resolve_dtype(dtype)
     co2 = optional_import("statsmodels.datasets.co2", needed_by="load_co2",
                           package="statsmodels")
@@ -112,11 +117,11 @@ def load_co2(*, window=104, stride=None, holdout_years=10.0, standardise=True,
     times = _decimal_years(frame.index) - float(time_origin)
     values = torch.tensor(frame["co2"].to_numpy(dtype="float64"), dtype=torch.float64)
 
-    try:
-        split = split_series(times, values, holdout=holdout_years, window=window,
+    num_history = int((times <= times[-1] - float(holdout_years)).sum())
+    if num_history < window:
+        raise ValueError(
+            f"holdout_years={holdout_years!r} leaves {num_history} weeks of history, fewer "
+            f"than window={window}; shorten holdout_years or window")
+    return CO2(*split_series(times, values, holdout=float(holdout_years), window=window,
                              stride=stride, standardise=standardise, dtype=dtype,
-                             device=device)
-    except ValueError as err:  # in this function's words
-        raise ValueError(str(err).replace("holdout", "holdout_years").replace(
-            "points", "weeks").replace("a channel with fewer", "fewer")) from None
-    return CO2(*split)
+                             device=device))

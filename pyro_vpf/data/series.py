@@ -97,9 +97,10 @@ def split_series(times, values, *, holdout, window, stride=None, standardise=Tru
 
     loc = scale = None
     if standardise:
-        history = values[:num_history]
-        loc = torch.stack([history[seen[:, d], d].mean() for d in range(values.shape[1])])
-        scale = torch.stack([history[seen[:, d], d].std() for d in range(values.shape[1])])
+        count = seen.sum(0)  # (Dx,) observed history values per channel
+        history = torch.where(seen, values[:num_history], 0.0)
+        loc = history.sum(0) / count
+        scale = (torch.where(seen, history - loc, 0.0).square().sum(0) / (count - 1)).sqrt()
         values = (values - loc) / scale
     values = torch.where(observed, values, torch.zeros_like(values))
 

@@ -1,7 +1,13 @@
 """Inference: the SVI training loop, its checkpoints and SDE matching (latent search,
 :func:`refine`, lives in :mod:`pyro_vpf.refine` and is re-exported here)."""
 
-from pyro_vpf.infer.fit import FitHistory, fit, load_checkpoint, save_checkpoint
+from pyro_vpf.infer.fit import (
+    FitHistory,
+    fit,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from pyro_vpf.infer.metrics import elbo_per_point
 from pyro_vpf.infer.sde_matching import SDEMatchingELBO, posterior_drift
 from pyro_vpf.refine import Refinement, refine
@@ -14,6 +20,7 @@ __all__ = [
     "fit",
     "load_checkpoint",
     "posterior_drift",
+    "read_checkpoint",
     "refine",
     "save_checkpoint",
 ]

@@ -90,7 +90,7 @@ def all_finite(*modules):
 def is_non_finite_error(err):
     """Whether a ``ValueError`` raised in a step is a distribution's validation meeting
     non-finite values (NaN or infinite parameters of a distribution)."""
-    return "invalid values" in str(err) or "nan" in str(err).lower()
+    return "found invalid values" in str(err)  # torch.distributions' validation message
 
 
 def stopped_message(step, last_saved):

@@ -24,7 +24,8 @@ from pyro_vpf.infer.core import (
 )
 from pyro_vpf.validation import check_integer, check_program_data
 
-__all__ = ["FitHistory", "atomic_save", "fit", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FitHistory", "atomic_save", "fit", "load_checkpoint", "read_checkpoint",
+           "save_checkpoint"]
 
 @dataclass
 class FitHistory:
@@ -102,7 +103,8 @@ _CHECKPOINT_KEYS = {"step", "model", "guide", "optimizer", "param_store", "rng",
 
 
 def _numpy_rng_state():
-    """numpy's global RNG state as tensors and plain values (no arrays: see :func:`_load`)."""
+    """numpy's global RNG state as tensors and plain values (no arrays, see
+    :func:`read_checkpoint`)."""
     name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
     return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
             "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
@@ -125,9 +127,11 @@ def _safe_classes():
             if isinstance(c, type) and issubclass(c, torch_constraints.Constraint)]
 
 
-def _load(path, map_location=None, trusted=False):
-    """``torch.load`` that unpickles tensors, plain containers and constraints only (so a
-    checkpoint cannot run code), or anything with ``trusted=True``."""
+def read_checkpoint(path, map_location=None, trusted=False):
+    """The raw contents of a checkpoint of :func:`fit` or ``fit_distributed``: ``torch.load``
+    that unpickles tensors, plain containers and constraints only (so a checkpoint cannot run
+    code), or anything with ``trusted=True``; a clear ``ValueError`` naming the file for an
+    empty, truncated or foreign one."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if os.path.getsize(path) == 0:
@@ -191,7 +195,7 @@ def load_checkpoint(path, model, guide, optimizer=None, map_location=None, *, tr
     loads too, into model and guide (it has no optimiser state for ``optimizer``: resume
     such a run with ``fit_distributed(resume=path)``); this needs no Lightning install.
     """
-    return _restore(_load(path, map_location, trusted), path, model, guide, optimizer)
+    return _restore(read_checkpoint(path, map_location, trusted), path, model, guide, optimizer)
 
 
 def _with_learning_rate(optimizer_state, lr):
@@ -361,7 +365,7 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
               **settings.as_dict(), "metadata": dict(metadata or {})}
     start, history = 0, FitHistory()
     if resume is not None:
-        state = _load(resume, like.device)
+        state = read_checkpoint(resume, like.device)
         if not _is_lightning_checkpoint(state) and state["config"].get("lr") != lr:
             # a new learning rate on resume is honoured: the schedule continues from the
             # step reached, as if the run had started with it (lr * lr_decay**step)
@@ -390,7 +394,6 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
         if checkpoint_path and (
             done == num_steps or (checkpoint_every and done % checkpoint_every == 0)
         ):
-            guard.check_parameters(done)
             save_checkpoint(guard.pending, model, guide, optimizer, done, history, config)
             if done == num_steps:  # no next step to evaluate these parameters: do it here
                 guard.evaluate(svi, done, *args, batch_size=batch_size, kl_weight=kl_weight)

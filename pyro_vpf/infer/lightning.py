@@ -43,7 +43,12 @@ from pyro_vpf.infer.core import (
     make_elbo,
     stopped_message,
 )
-from pyro_vpf.infer.fit import FitHistory, _is_lightning_checkpoint, _load, load_checkpoint
+from pyro_vpf.infer.fit import (
+    FitHistory,
+    _is_lightning_checkpoint,
+    load_checkpoint,
+    read_checkpoint,
+)
 from pyro_vpf.optional import optional_import
 from pyro_vpf.validation import check_program_data
 
@@ -528,7 +533,7 @@ def fit_distributed(model, guide, x, times=None, mask=None, *, num_steps=1000, b
         raise ValueError(f"num_particles must be >= 1, got {num_particles}")
     if checkpoint_every is not None and checkpoint_path is None:
         raise ValueError("checkpoint_every needs a checkpoint_path")
-    if resume is not None and not _is_lightning_checkpoint(_load(resume)):
+    if resume is not None and not _is_lightning_checkpoint(read_checkpoint(resume)):
         raise ValueError(f"{resume} was written by fit (not fit_distributed): resume it with "
                          "pyro_vpf.infer.fit(..., resume=path)")
     world = devices * num_nodes
