@@ -228,6 +228,8 @@ def test_resume_continues_the_step_count_and_history(tmp_path):
                               progress=False)
     assert len(resumed) == 3 and resumed.loss[:2] == first.loss
     assert all(v == v for v in resumed.elbo_per_point)  # finite, recorded per point
+    # the learning rate of every step, as fit records it (ClippedAdam's default decay: 1)
+    assert resumed.lr == pytest.approx([1e-2] * 3)
 
 
 def test_any_elbo_with_a_differentiable_loss_trains_any_model_of_the_collection():

@@ -36,7 +36,7 @@ def _stored_config(paths):
     if os.path.exists(paths["config.json"]):
         with open(paths["config.json"]) as f:
             return TrainConfig.from_dict(json.load(f))
-    from pyro_vpf.infer.fit import read_checkpoint
+    from pyro_vpf.infer.checkpoint import read_checkpoint
 
     config = read_checkpoint(paths["checkpoint.pt"]).get("config", {})
     stored = config.get("metadata", {}).get("run")

@@ -1,10 +1,10 @@
 r"""What both training loops share (:func:`~pyro_vpf.infer.fit` and the Lightning
 ``SVIModule``): the checked optimisation settings, the KL schedule, the ELBO by name and the
-non-finite guard's tests and message."""
+non-finite guard's tests and message, and the history both record."""
 
 import math
 import numbers
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
@@ -12,7 +12,7 @@ from pyro.infer.elbo import ELBO
 
 from pyro_vpf.validation import check_integer
 
-__all__ = ["ELBOS", "OptimSettings", "all_finite", "check_integer", "make_elbo",
+__all__ = ["ELBOS", "FitHistory", "OptimSettings", "all_finite", "check_integer", "make_elbo",
            "stopped_message"]
 
 #: ELBOs by name
@@ -97,3 +97,34 @@ def stopped_message(step, last_saved):
     """What a ``FloatingPointError`` of a stopped run says."""
     where = f"the last good checkpoint is {last_saved}" if last_saved else "no checkpoint yet"
     return f"training stopped at step {step} with non-finite values; {where}"
+
+
+@dataclass
+class FitHistory:
+    """What :func:`fit` records, one entry per step.
+
+    ``loss`` is Pyro's loss (minus the ELBO estimate of the whole data set, nats);
+    ``elbo_per_point`` is the ELBO per observed time point; ``kl_weight`` the annealing
+    weight used; ``step_seconds`` the wall time of each step; ``lr`` the learning rate of
+    each step (empty for runs recorded before it was kept).
+    """
+
+    loss: list = field(default_factory=list)
+    elbo_per_point: list = field(default_factory=list)
+    kl_weight: list = field(default_factory=list)
+    step_seconds: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+
+    def __len__(self):
+        return len(self.loss)
+
+    def record(self, loss, *, kl_weight, seconds, num_points=None, lr=None):
+        """Append one step: its loss, ``-loss / num_points`` when the number of observed
+        points is known, the KL weight, the wall time and the learning rate (if given)."""
+        self.loss.append(float(loss))
+        if num_points is not None:
+            self.elbo_per_point.append(-float(loss) / num_points)
+        self.kl_weight.append(float(kl_weight))
+        self.step_seconds.append(float(seconds))
+        if lr is not None:
+            self.lr.append(float(lr))

@@ -36,18 +36,18 @@ from pyro.optim.clipped_adam import ClippedAdam
 from pyro.poutine.messenger import Messenger
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from pyro_vpf.infer.checkpoint import (
+    PendingCheckpoint,
+    is_lightning_checkpoint,
+    load_checkpoint,
+    read_checkpoint,
+)
 from pyro_vpf.infer.core import (
+    FitHistory,
     OptimSettings,
     all_finite,
     is_non_finite_error,
     make_elbo,
-    stopped_message,
-)
-from pyro_vpf.infer.fit import (
-    FitHistory,
-    _is_lightning_checkpoint,
-    load_checkpoint,
-    read_checkpoint,
 )
 from pyro_vpf.optional import optional_import
 from pyro_vpf.validation import check_program_data
@@ -283,7 +283,7 @@ class SVIModule(pl.LightningModule):
         self.history = FitHistory()
         self._callback = callback
         self._caller_pid = os.getpid()
-        self._last_saved = None
+        self._checkpoint = PendingCheckpoint(checkpoint_path)
         self._pending = None
         self._tic = None
 
@@ -372,12 +372,10 @@ class SVIModule(pl.LightningModule):
         elapsed = time.perf_counter() - self._tic
         value, kl_weight = self._pending
         history = self.history
-        history.loss.append(value)
-        if self.num_points is not None:
-            history.elbo_per_point.append(-value / self.num_points)
-        history.kl_weight.append(float(kl_weight))
-        history.step_seconds.append(elapsed)
         done = self.global_step
+        # ClippedAdam decays the rate, then steps
+        history.record(value, kl_weight=kl_weight, seconds=elapsed, num_points=self.num_points,
+                       lr=self.lr * self.lr_decay ** done)
         if (self._callback is not None and self.trainer.is_global_zero
                 and os.getpid() == self._caller_pid):
             self._callback(done - 1, history)
@@ -389,27 +387,19 @@ class SVIModule(pl.LightningModule):
         ):
             # the divergence contract of fit: written beside the target, moved over it only
             # once the loss and the update at its parameters proved finite
-            self.trainer.save_checkpoint(self._pending_path,
+            self.trainer.save_checkpoint(self._checkpoint.pending,
                                          **_full_checkpoints(self.trainer.save_checkpoint))
             if done == self.num_steps:  # no next step: evaluate loss and gradients here
                 self._check_final(batch, done)
                 self._confirm()
 
-    @property
-    def _pending_path(self):
-        return f"{self.checkpoint_path}.pending"
-
     def _stop(self, step, message):
-        if self.checkpoint_path and self.trainer.is_global_zero and os.path.exists(
-                self._pending_path):
-            os.remove(self._pending_path)  # its parameters are the ones that diverged
-        return FloatingPointError(message + stopped_message(step, self._last_saved))
+        self._checkpoint.writer = self.trainer.is_global_zero
+        return self._checkpoint.stop(step, message)
 
     def _confirm(self):
-        if self.checkpoint_path and os.path.exists(self._pending_path):
-            if self.trainer.is_global_zero:
-                os.replace(self._pending_path, self.checkpoint_path)
-            self._last_saved = self.checkpoint_path
+        self._checkpoint.writer = self.trainer.is_global_zero
+        self._checkpoint.confirm()
 
     def _check_final(self, batch, step):
         """Loss and gradients at the final parameters, on every process, without an update."""
@@ -533,7 +523,7 @@ def fit_distributed(model, guide, x, times=None, mask=None, *, num_steps=1000, b
         raise ValueError(f"num_particles must be >= 1, got {num_particles}")
     if checkpoint_every is not None and checkpoint_path is None:
         raise ValueError("checkpoint_every needs a checkpoint_path")
-    if resume is not None and not _is_lightning_checkpoint(read_checkpoint(resume)):
+    if resume is not None and not is_lightning_checkpoint(read_checkpoint(resume)):
         raise ValueError(f"{resume} was written by fit (not fit_distributed): resume it with "
                          "pyro_vpf.infer.fit(..., resume=path)")
     world = devices * num_nodes
