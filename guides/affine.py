@@ -12,7 +12,7 @@ from torch import nn
 from pyro_vpf.distributions import GaussianMarginals
 from pyro_vpf.nn import GRUEncoder, LocalTimeAttention, normalised_time
 from pyro_vpf.sites import Z0, Z
-from pyro_vpf.validation import check_query_times, check_sequences
+from pyro_vpf.validation import check_query_times, check_sequences, program_checks_values
 
 __all__ = ["AffineGuide"]
 
@@ -90,7 +90,8 @@ class AffineGuide(SequenceGuide):
             tuple: ``(loc, scale)``, each ``(B, Q, Dz)``.
         """
         like = self._like()
-        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim, like=like)
+        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim, like=like,
+                                            values=program_checks_values())
         check_query_times(query_times, B, like)
         return self.loc_scale(x, times, mask, query_times)
 

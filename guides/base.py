@@ -5,7 +5,12 @@ from torch import nn
 
 from pyro_vpf.params import register
 from pyro_vpf.plates import sequence_plate
-from pyro_vpf.validation import check_integer, check_query_times, check_sequences
+from pyro_vpf.validation import (
+    check_integer,
+    check_query_times,
+    check_sequences,
+    program_checks_values,
+)
 
 __all__ = ["SequenceGuide"]
 
@@ -52,7 +57,8 @@ class SequenceGuide(nn.Module):
                 "with x=None. Pass the data to the guide (e.g. Predictive(model, guide=guide)"
                 "(x, times, mask)); to sample new sequences, run the model alone")
         x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim,
-                                            like=self._like())
+                                            like=self._like(),
+                                            values=program_checks_values())
         register(self, self.name)
         with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
             with poutine.scale(scale=kl_weight):
@@ -67,7 +73,8 @@ class SequenceGuide(nn.Module):
         r"""The posterior marginal :math:`q(z(t) \mid x)` at ``query_times`` (``(Q,)`` or
         ``(B, Q)``), batch shape ``(B, Q)``, event shape ``(Dz,)``."""
         like = self._like()
-        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim, like=like)
+        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim, like=like,
+                                            values=program_checks_values())
         check_query_times(query_times, B, like)
         return self.marginal_distribution(x, times, query_times, mask)
 

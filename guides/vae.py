@@ -9,7 +9,7 @@ from pyro_vpf.nn import MLP
 from pyro_vpf.params import register
 from pyro_vpf.sites import DATA, Z
 from pyro_vpf.transforms import ConditionalFlow
-from pyro_vpf.validation import check_vectors
+from pyro_vpf.validation import check_vectors, program_checks_values
 
 __all__ = ["ConditionalFlowGuide", "GaussianEncoderGuide"]
 
@@ -49,13 +49,16 @@ class GaussianEncoderGuide(nn.Module):
 
     def posterior(self, x):
         r""":math:`q(z \mid x)` for ``x (N, D)``: batch ``(N,)``, event ``(Dz,)``."""
-        return self._distribution(check_vectors(x, self.data_dim, self.encoder[0].weight))
+        x = check_vectors(x, self.data_dim, self.encoder[0].weight,
+                          values=program_checks_values())
+        return self._distribution(x)
 
     def forward(self, x, *, num_data=None, batch_size=None, kl_weight=1.0):
         """The guide program: ``"z"`` for every point of the subsample."""
         if x is None:
             raise ValueError("the guide is amortised over data: x is required")
-        N = check_vectors(x, self.data_dim, self.encoder[0].weight).shape[0]
+        N = check_vectors(x, self.data_dim, self.encoder[0].weight,
+                          values=program_checks_values()).shape[0]
         register(self, self.name)
         with pyro.plate(DATA, N, subsample_size=batch_size, dim=-1) as idx:
             with poutine.scale(scale=kl_weight):

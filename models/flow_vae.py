@@ -13,7 +13,7 @@ from pyro_vpf.params import register
 from pyro_vpf.refine import refine
 from pyro_vpf.sites import DATA, X, Z
 from pyro_vpf.transforms import CouplingFlow
-from pyro_vpf.validation import check_vectors
+from pyro_vpf.validation import check_vectors, program_checks_values
 
 __all__ = ["FlowVAE"]
 
@@ -132,8 +132,9 @@ class FlowVAE(nn.Module):
                 raise ValueError("pass x, or num_data >= 1 to sample without data")
             N = int(num_data)
         else:
-            N = check_vectors(x, self.data_dim, like).shape[0]
-            if self.likelihood == "bernoulli" and not ((x == 0) | (x == 1)).all():
+            values = program_checks_values()
+            N = check_vectors(x, self.data_dim, like, values=values).shape[0]
+            if values and self.likelihood == "bernoulli" and not ((x == 0) | (x == 1)).all():
                 raise ValueError("x must hold 0/1 values for the Bernoulli likelihood")
         register(self, "flow_vae")
         with pyro.plate(DATA, N, subsample_size=batch_size, dim=-1) as idx:

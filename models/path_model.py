@@ -8,7 +8,7 @@ from pyro_vpf.params import register
 from pyro_vpf.plates import sequence_plate
 from pyro_vpf.prior import PathPrior
 from pyro_vpf.sites import X
-from pyro_vpf.validation import check_sequences, check_times
+from pyro_vpf.validation import check_sequences, check_times, program_checks_values
 
 __all__ = ["LikelihoodMixin", "PathModel", "make_likelihood"]
 
@@ -131,7 +131,8 @@ class PathModel(LikelihoodMixin, nn.Module):
         """
         x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim,
                                             like=self.prior.init_loc,
-                                            num_sequences=num_sequences)
+                                            num_sequences=num_sequences,
+                                            values=program_checks_values())
         register(self, self.name)
         with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
             z = self.prior.pyro_sample(tb, kl_weight)

@@ -1,9 +1,20 @@
-"""Checks of sequence data at the public boundary: ``ValueError`` naming the argument."""
+"""Checks of sequence data at the public boundary: ``ValueError`` naming the argument.
 
+The entry points (:func:`~pyro_vpf.infer.fit`, the estimators, the predictive functions)
+check their data completely, once, and then run the model and guide programs inside
+:func:`inputs_checked`. A program called on its own checks shapes, dtypes and devices always
+(they cost nothing) and the values (finite, strictly increasing times; finite observed
+entries: host synchronisations on an accelerator) only under Pyro's validation switch
+(``pyro.enable_validation``, on by default) and outside :func:`inputs_checked`.
+"""
+
+import contextlib
+import contextvars
 import math
 import numbers
 
 import torch
+from pyro.infer.util import is_validation_enabled
 
 __all__ = [
     "check_integer",
@@ -13,7 +24,28 @@ __all__ = [
     "check_sequences",
     "check_times",
     "check_vectors",
+    "inputs_checked",
+    "program_checks_values",
 ]
+
+_INPUTS_CHECKED = contextvars.ContextVar("pyro_vpf_inputs_checked", default=False)
+
+
+@contextlib.contextmanager
+def inputs_checked():
+    """Run programs on inputs whose values an entry point has checked: inside, the programs'
+    own :func:`check_sequences` skip the value checks (shapes are still checked)."""
+    token = _INPUTS_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _INPUTS_CHECKED.reset(token)
+
+
+def program_checks_values():
+    """Whether a model or guide program checks the values of its inputs: under Pyro's
+    validation switch and outside :func:`inputs_checked`."""
+    return is_validation_enabled() and not _INPUTS_CHECKED.get()
 
 
 def check_integer(name, value, minimum):
@@ -33,9 +65,10 @@ def check_positive(name, value):
     return float(value)
 
 
-def check_times(times, like, name="times"):
+def check_times(times, like, name="times", values=True):
     """Raise ``ValueError`` unless ``times`` is a finite, strictly increasing float tensor
-    of shape ``(K+1,)`` or ``(B, K+1)`` with ``like``'s dtype and device."""
+    of shape ``(K+1,)`` or ``(B, K+1)`` with ``like``'s dtype and device (the values are
+    checked when ``values`` is true)."""
     if not isinstance(times, torch.Tensor):
         raise ValueError(f"{name} must be a tensor, got {type(times).__name__}")
     if times.dim() not in (1, 2) or times.shape[-1] < 1:
@@ -45,13 +78,15 @@ def check_times(times, like, name="times"):
             f"{name} has dtype {times.dtype} on {times.device}; expected {like.dtype} on "
             f"{like.device} (the model's)"
         )
+    if not values:
+        return
     if not torch.isfinite(times).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     if times.shape[-1] > 1 and not (times.diff(dim=-1) > 0).all():
         raise ValueError(f"{name} must be strictly increasing along its last dimension")
 
 
-def check_sequences(x, times, mask=None, *, obs_dim, like, num_sequences=None):
+def check_sequences(x, times, mask=None, *, obs_dim, like, num_sequences=None, values=True):
     """Validate ``(x, times, mask)`` and return them with ``mask`` as ``(B, K+1, Dx)`` bool.
 
     Args:
@@ -63,13 +98,16 @@ def check_sequences(x, times, mask=None, *, obs_dim, like, num_sequences=None):
         like: a tensor with the model's dtype and device.
         num_sequences: ``B`` when ``x`` is ``None`` and ``times`` is shared (default 1); when
             given with ``x`` or per-sequence ``times`` it must match them.
+        values: check the values too (finite increasing times, finite observed entries),
+            not only shapes, dtypes and devices; programs pass
+            :func:`program_checks_values`.
 
     Returns:
         tuple: ``(x, times, mask, B)``; ``x`` with unobserved entries set to zero (a
         placeholder that the masked likelihood never counts), ``mask`` of shape
         ``(B, K+1, Dx)`` or ``None``.
     """
-    check_times(times, like)
+    check_times(times, like, values=values)
     if times.shape[-1] < 2:
         raise ValueError(f"times must hold at least two points (K >= 1), got {tuple(times.shape)}")
     K1 = times.shape[-1]
@@ -107,8 +145,7 @@ def check_sequences(x, times, mask=None, *, obs_dim, like, num_sequences=None):
             raise ValueError(f"mask must have shape ({B}, {K1}) or ({B}, {K1}, {obs_dim}), "
                              f"got {tuple(mask.shape)}")
     if x is not None:
-        observed = x if mask is None else x[mask]
-        if not torch.isfinite(observed).all():
+        if values and not torch.isfinite(x if mask is None else x[mask]).all():
             raise ValueError("x contains NaN or infinite values at observed entries "
                              "(mark missing entries False in mask)")
         if mask is not None:
@@ -131,9 +168,10 @@ def check_query_times(query_times, num_sequences, like, name="query_times"):
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
-def check_vectors(x, dim, like, name="x"):
+def check_vectors(x, dim, like, name="x", values=True):
     """Raise ``ValueError`` unless ``x`` is a finite ``(N, dim)`` tensor with ``like``'s dtype
-    and device (data points of a static model); return it."""
+    and device (data points of a static model; finiteness checked when ``values`` is true);
+    return it."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a tensor, got {type(x).__name__}")
     if x.dim() != 2 or x.shape[1] != dim or x.shape[0] < 1:
@@ -141,7 +179,7 @@ def check_vectors(x, dim, like, name="x"):
     if x.dtype != like.dtype or x.device != like.device:
         raise ValueError(f"{name} has dtype {x.dtype} on {x.device}; the model expects "
                          f"{like.dtype} on {like.device}")
-    if not torch.isfinite(x).all():
+    if values and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
 

@@ -7,7 +7,7 @@ import pyro
 import torch
 from pyro import poutine
 
-from pyro_vpf.validation import check_program_data
+from pyro_vpf.validation import check_program_data, inputs_checked
 
 __all__ = ["SequenceScores", "elbo", "importance_log_likelihood", "log_weights"]
 
@@ -28,7 +28,13 @@ def log_weights(model, guide, x, times=None, mask=None, num_particles=100):
     on them; every site's log-density is kept per sequence.
     """
     args, B, _ = check_program_data(model, x, times, mask)
-    with pyro.plate("particles", num_particles, dim=-2):
+    return _log_weights(model, guide, args, B, num_particles)
+
+
+@torch.no_grad()
+def _log_weights(model, guide, args, B, num_particles):
+    """:func:`log_weights` for checked program arguments ``args`` of ``B`` sequences."""
+    with pyro.plate("particles", num_particles, dim=-2), inputs_checked():
         guide_trace = poutine.trace(guide).get_trace(*args)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
     guide_trace.compute_log_prob()
@@ -55,11 +61,12 @@ def elbo(model, guide, x, times=None, mask=None, num_particles=100, chunk_size=1
         SequenceScores: ``(B,)`` per sequence and per observed time point (NaN for a
         sequence with no observed point, whose per-point score is undefined).
     """
+    args, B, points = check_program_data(model, x, times, mask)
     total = 0.0
     for n in _chunks(num_particles, chunk_size):
-        total = total + log_weights(model, guide, x, times, mask, n).sum(0)
+        total = total + _log_weights(model, guide, args, B, n).sum(0)
     per_sequence = total / num_particles
-    points = check_program_data(model, x, times, mask)[2].to(per_sequence)
+    points = points.to(per_sequence)
     # a sequence with no observed point has no per-point score: NaN, not -inf
     per_point = torch.where(points > 0, per_sequence / points.clamp_min(1),
                             torch.full_like(per_sequence, math.nan))
@@ -77,8 +84,8 @@ def importance_log_likelihood(model, guide, x, times=None, mask=None, num_partic
     with the guide as proposal, drawn in chunks of ``chunk_size`` particles. A lower bound in
     expectation, tighter than the ELBO, tending to :math:`\log p(x)` as :math:`N` grows.
     """
-    pieces = [log_weights(model, guide, x, times, mask, n)
-              for n in _chunks(num_particles, chunk_size)]
+    args, B, _ = check_program_data(model, x, times, mask)
+    pieces = [_log_weights(model, guide, args, B, n) for n in _chunks(num_particles, chunk_size)]
     return torch.logsumexp(torch.cat(pieces, 0), dim=0) - math.log(num_particles)
 
 

@@ -8,7 +8,7 @@ from pyro.distributions import Normal
 from pyro_vpf.distributions import GaussianMarginals, PosteriorSDE, solve_sde
 from pyro_vpf.evaluation.scores import forecast_scores
 from pyro_vpf.sites import Z0, X, Z
-from pyro_vpf.validation import check_integer, check_sequences, check_times
+from pyro_vpf.validation import check_integer, check_sequences, check_times, inputs_checked
 
 __all__ = [
     "forecast",
@@ -54,7 +54,7 @@ def posterior_predictive(model, guide, x, times, mask=None, num_samples=100):
     _check_sequence_guide(guide)
     like = next(model.parameters())
     x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
-    with pyro.plate("samples", num_samples, dim=-2):
+    with pyro.plate("samples", num_samples, dim=-2), inputs_checked():
         guide_trace = poutine.trace(guide).get_trace(x, times, mask)
         replayed = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             None, times, num_sequences=B)
@@ -115,7 +115,7 @@ def forecast(model, guide, x, times, future_times, mask=None, num_samples=100):
     last = times[..., -1]
     if not bool((future_times[0] > last).all()):
         raise ValueError("future_times must all lie after the last observed time")
-    with pyro.plate("samples", num_samples, dim=-2):
+    with pyro.plate("samples", num_samples, dim=-2), inputs_checked():
         guide_trace = poutine.trace(guide).get_trace(x, times, mask)
     path = torch.cat([guide_trace.nodes[Z0]["value"].unsqueeze(-2),
                       guide_trace.nodes[Z]["value"]], -2)  # (S, B, K+1, Dz)
@@ -184,7 +184,8 @@ def sample_posterior_sde(model, guide, x, times, query_times, mask=None, num_sam
         raise ValueError(f"query_times must be 1-D (Q,), got {tuple(query_times.shape)}")
     if int(num_samples) < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
-    marginals = poutine.trace(guide).get_trace(x, times, mask).nodes[Z]["fn"]
+    with inputs_checked():
+        marginals = poutine.trace(guide).get_trace(x, times, mask).nodes[Z]["fn"]
     if not isinstance(marginals, GaussianMarginals):
         raise ValueError("sample_posterior_sde needs a guide whose 'z' site is a "
                          "GaussianMarginals (e.g. AffineGuide), got "

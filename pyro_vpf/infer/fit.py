@@ -27,7 +27,7 @@ from pyro_vpf.infer.core import (
     is_non_finite_error,
     make_elbo,
 )
-from pyro_vpf.validation import check_integer, check_program_data
+from pyro_vpf.validation import check_integer, check_program_data, inputs_checked
 
 __all__ = ["FitHistory", "atomic_save", "fit", "load_checkpoint", "read_checkpoint",
            "save_checkpoint"]
@@ -164,26 +164,29 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
     bar = tqdm(range(start, num_steps), initial=start, total=num_steps, disable=not progress,
                desc="SVI", dynamic_ncols=True)
     guard = _Guard(model, guide, checkpoint_path, resume)
-    for step in bar:
-        kl_weight = settings.kl_weight(step)
-        tic = time.perf_counter()
-        loss = guard.step(svi, step, *args, batch_size=batch_size, kl_weight=kl_weight)
-        elapsed = time.perf_counter() - tic
-        # ClippedAdam decays the rate, then steps
-        history.record(loss, kl_weight=kl_weight, seconds=elapsed, num_points=observed_points,
-                       lr=lr * lr_decay ** (step + 1))
-        if progress:
-            bar.set_postfix(elbo_per_point=f"{np.mean(history.elbo_per_point[-20:]):.3f}")
-        if callback is not None:
-            callback(step, history)
-        done = step + 1
-        if checkpoint_path and (
-            done == num_steps or (checkpoint_every and done % checkpoint_every == 0)
-        ):
-            save_checkpoint(guard.checkpoint.pending, model, guide, optimizer, done, history,
-                            config)
-            if done == num_steps:  # no next step to evaluate these parameters: do it here
-                guard.evaluate(svi, done, *args, batch_size=batch_size, kl_weight=kl_weight)
-                guard.checkpoint.confirm()
+    with inputs_checked():  # the data were checked once, above
+        for step in bar:
+            kl_weight = settings.kl_weight(step)
+            tic = time.perf_counter()
+            loss = guard.step(svi, step, *args, batch_size=batch_size, kl_weight=kl_weight)
+            elapsed = time.perf_counter() - tic
+            # ClippedAdam decays the rate, then steps
+            history.record(loss, kl_weight=kl_weight, seconds=elapsed,
+                           num_points=observed_points, lr=lr * lr_decay ** (step + 1))
+            if progress:
+                recent = np.mean(history.elbo_per_point[-20:])
+                bar.set_postfix(elbo_per_point=f"{recent:.3f}")
+            if callback is not None:
+                callback(step, history)
+            done = step + 1
+            if checkpoint_path and (
+                done == num_steps or (checkpoint_every and done % checkpoint_every == 0)
+            ):
+                save_checkpoint(guard.checkpoint.pending, model, guide, optimizer, done,
+                                history, config)
+                if done == num_steps:  # no next step to evaluate these parameters: do it here
+                    guard.evaluate(svi, done, *args, batch_size=batch_size,
+                                   kl_weight=kl_weight)
+                    guard.checkpoint.confirm()
     bar.close()
     return history

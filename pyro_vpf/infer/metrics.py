@@ -3,10 +3,12 @@
 import torch
 from pyro.infer import Trace_ELBO
 
+from pyro_vpf.validation import check_program_data, inputs_checked
+
 __all__ = ["elbo_per_point"]
 
 
-def elbo_per_point(model, guide, x, times, mask=None, num_particles=16, batch_size=None,
+def elbo_per_point(model, guide, x, times=None, mask=None, num_particles=16, batch_size=None,
                    elbo=None):
     r"""The ELBO per observed time point (nats), averaged over ``num_particles`` draws.
 
@@ -15,18 +17,16 @@ def elbo_per_point(model, guide, x, times, mask=None, num_particles=16, batch_si
     without gradients. ``elbo`` replaces ``Trace_ELBO`` (e.g. a
     :class:`~pyro_vpf.infer.SDEMatchingELBO` for a latent SDE, with its own particles).
     """
-    B = x.shape[0]
+    args, B, points = check_program_data(model, x, times, mask)
     step = batch_size or B
     if elbo is None:
         elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=True,
                           max_plate_nesting=1)
     total = 0.0
-    with torch.no_grad():
+    with torch.no_grad(), inputs_checked():
         for i in range(0, B, step):
             rows = slice(i, i + step)
-            t = times[rows] if times.dim() == 2 else times
-            m = None if mask is None else mask[rows]
-            total -= elbo.loss(model, guide, x[rows], t, m)
-    points = B * x.shape[1] if mask is None else int(
-        (mask if mask.dim() == 2 else mask.all(-1)).sum())
-    return total / points
+            chunk = [a if a is None or (a is times and a.dim() == 1) else a[rows]
+                     for a in args]  # shared times stay shared
+            total -= elbo.loss(model, guide, *chunk)
+    return total / float(points.sum())
