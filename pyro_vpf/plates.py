@@ -5,6 +5,7 @@ from contextlib import contextmanager
 import pyro
 
 from pyro_vpf.sites import SEQUENCES
+from pyro_vpf.times import select_times
 
 __all__ = ["sequence_plate"]
 
@@ -25,5 +26,5 @@ def sequence_plate(x, times, mask, num_sequences, batch_size=None):
     with pyro.plate(SEQUENCES, num_sequences, subsample_size=batch_size, dim=-1,
                     device=device) as idx:
         yield (None if x is None else x[idx],
-               times[idx] if times.dim() == 2 else times,
+               select_times(times, idx),
                None if mask is None else mask[idx])

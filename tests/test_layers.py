@@ -8,6 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKS = ["pyro_vpf/ops.py", "pyro_vpf/validation.py", "pyro_vpf/sites.py", "pyro_vpf/plates.py",
+          "pyro_vpf/times.py",
           "pyro_vpf/params.py",
           "pyro_vpf/refine.py", "pyro_vpf/prior.py", "pyro_vpf/nn", "pyro_vpf/transforms",
           "pyro_vpf/processes", "pyro_vpf/distributions"]

@@ -25,7 +25,7 @@ from pyro_vpf.models import VPF  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.distributions import constraints  # noqa: E402
 
-from pyro_vpf.data import stochastic_lorenz  # noqa: E402
+from pyro_vpf.data import SequenceData, stochastic_lorenz  # noqa: E402
 from pyro_vpf.infer.lightning import (  # noqa: E402
     SequenceDataset,
     SVIModule,
@@ -271,6 +271,13 @@ def test_dataset_and_collate_keep_shared_times_shared():
     assert torch.equal(tb, rows[[4, 1]]) and torch.equal(mb, mask[[4, 1]])
     with pytest.raises(ValueError, match="times"):
         SequenceDataset(x, torch.zeros(3, 4))
+    # the dataset is a view of the collection's one container
+    data = SequenceData(x, rows, mask)
+    item = SequenceDataset(data)[2]
+    assert torch.equal(item[0], x[2]) and torch.equal(item[1], rows[2])
+    assert torch.equal(item[2], mask[2]) and SequenceDataset(data).data is data
+    with pytest.raises(ValueError, match="SequenceData alone"):
+        SequenceDataset(data, rows)
 
 
 def test_bad_arguments_name_themselves():

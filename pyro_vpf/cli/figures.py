@@ -5,6 +5,8 @@ import time
 
 import torch
 
+from pyro_vpf.times import select_times
+
 __all__ = ["evaluation_figures", "prior_demo", "samples_figure", "write_figures"]
 
 
@@ -28,7 +30,7 @@ def evaluation_figures(data, result, out_dir, num_sequences=2):
         fig, axes = plt.subplots(num_sequences, dims, figsize=(4.2 * dims, 2.6 * num_sequences),
                                  squeeze=False)
         for i in range(num_sequences):
-            t = times[i] if times.dim() == 2 else times
+            t = select_times(times, i)
             for d in range(dims):
                 plot_predictive(t, observed[i, :, d], t[start:], draws[:, i, :, d],
                                 ax=axes[i, d], hidden=None if hidden is None else hidden[i],
@@ -82,7 +84,7 @@ def samples_figure(config, model, data, path, num_points, num_samples):
     for d in range(dims):
         top, bottom = axes[0, d], axes[1, d]
         for i in range(min(3, len(x), len(observed))):
-            t = grid if grid.dim() == 1 else grid[i]
+            t = select_times(grid, i)
             top.plot(t, observed[i, :, d], "o", color="0.3", ms=2.5,
                      label="data" if i == 0 else None)
             top.plot(fine.cpu(), x[i, :, d], color=f"C{i}", lw=0.7,
@@ -112,7 +114,7 @@ def _reconstruction_figure(model, guide, data, path, num_sequences=3, num_draws=
 
     rows = slice(0, min(num_sequences, len(data)))
     x = data.x[rows]
-    times = data.times[rows] if data.times.dim() == 2 else data.times
+    times = select_times(data.times, rows)
     mask = None if data.mask is None else data.mask[rows]
     t0, t1 = times[..., 0], times[..., -1]
     unit = torch.linspace(0, 1, 201, device=x.device, dtype=x.dtype)
@@ -128,8 +130,7 @@ def _reconstruction_figure(model, guide, data, path, num_sequences=3, num_draws=
     fig, axes = plt.subplots(n, dims, figsize=(4.2 * dims, 2.6 * n), squeeze=False,
                              sharex="row")
     for i in range(n):
-        q = (query[i] if query.dim() == 2 else query).cpu()
-        t = (times[i] if times.dim() == 2 else times).cpu()
+        q, t = select_times(query, i).cpu(), select_times(times, i).cpu()
         for d in range(dims):
             ax = axes[i, d]
             plot_bands(q, draws[:, i, :, d], ax=ax, color="C0",

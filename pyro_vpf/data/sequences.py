@@ -4,12 +4,17 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from pyro_vpf.times import select_times
+
 __all__ = ["SequenceData"]
 
 
 @dataclass
 class SequenceData:
-    """Sequences ``x (N, K+1, Dx)`` at ``times`` (``(K+1,)`` shared or ``(N, K+1)``).
+    """Sequences ``x (N, K+1, Dx)`` at ``times`` (``(K+1,)`` shared or ``(N, K+1)``), the one
+    container of the collection's data (training loops, data sets and loaders use it).
+
+    ``times`` is ``None`` for unordered data points ``x (N, D)`` of a static model.
 
     ``mask`` (``(N, K+1)`` or ``(N, K+1, Dx)`` bool, ``True`` = observed) or ``None``.
     ``loc`` and ``scale`` (``(Dx,)``) undo the standardisation:
@@ -17,7 +22,7 @@ class SequenceData:
     """
 
     x: torch.Tensor
-    times: torch.Tensor
+    times: torch.Tensor | None
     mask: torch.Tensor | None = None
     loc: torch.Tensor | None = None
     scale: torch.Tensor | None = None
@@ -26,8 +31,8 @@ class SequenceData:
         return self.x.shape[0]
 
     def __getitem__(self, index):
-        times = self.times[index] if self.times.dim() == 2 else self.times
         mask = None if self.mask is None else self.mask[index]
+        times = None if self.times is None else select_times(self.times, index)
         return replace(self, x=self.x[index], times=times, mask=mask)
 
     @property

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from pyro_vpf.evaluation.predictive import posterior_predictive
+from pyro_vpf.times import expand_times
 from pyro_vpf.validation import check_integer, check_sequences
 
 __all__ = ["to_inference_data"]
@@ -50,7 +51,7 @@ def to_inference_data(model, guide, x, times, mask=None, num_samples=200):
         posterior_predictive={"x": numpy(draws["x"])[None]},
         log_likelihood={"x": numpy(draws["log_likelihood"])[None]},
         observed_data={"x": numpy(observed)},
-        constant_data={"times": numpy(times.expand(B, K1)), "mask": numpy(full_mask)},
+        constant_data={"times": numpy(expand_times(times, B)), "mask": numpy(full_mask)},
         coords=coords,
         dims={"z": ["sequence", "time", "latent"], "x": ["sequence", "time", "channel"],
               "times": ["sequence", "time"], "mask": ["sequence", "time", "channel"]},

@@ -25,6 +25,7 @@ still an unbiased estimate of :math:`\nabla L`. The logged loss is the same aver
 
 import inspect
 import math
+import numbers
 import os
 import time
 import warnings
@@ -36,6 +37,7 @@ from pyro.optim.clipped_adam import ClippedAdam
 from pyro.poutine.messenger import Messenger
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from pyro_vpf.data.sequences import SequenceData
 from pyro_vpf.infer.checkpoint import (
     PendingCheckpoint,
     is_lightning_checkpoint,
@@ -50,7 +52,7 @@ from pyro_vpf.infer.core import (
     make_elbo,
 )
 from pyro_vpf.optional import optional_import
-from pyro_vpf.validation import check_program_data
+from pyro_vpf.validation import check_integer, check_program_data
 
 pl = optional_import("lightning.pytorch", needed_by="pyro_vpf.infer.lightning",
                      package="lightning", extra="distributed")
@@ -98,7 +100,7 @@ def _full_checkpoints(method):
 
 
 class SequenceDataset(Dataset):
-    """Sequences ``x (N, K+1, Dx)`` with their times and mask, one item per sequence.
+    """A :class:`~pyro_vpf.data.SequenceData` as a torch ``Dataset``: one item per sequence.
 
     Item ``i`` is ``(x[i], times_i, mask_i)``: ``times_i`` is row ``i`` of per-sequence times
     ``(N, K+1)``, or the shared ``(K+1,)`` times themselves (the same tensor for every
@@ -107,12 +109,18 @@ class SequenceDataset(Dataset):
     ``(x[i], None, None)``.
 
     Args:
-        x (torch.Tensor): ``(N, K+1, Dx)`` sequences (or ``(N, D)`` static data points).
+        x (torch.Tensor): ``(N, K+1, Dx)`` sequences (or ``(N, D)`` static data points), or a
+            :class:`~pyro_vpf.data.SequenceData` (then without ``times`` and ``mask``).
         times (torch.Tensor): ``(K+1,)`` shared, ``(N, K+1)`` per sequence, or ``None``.
         mask (torch.Tensor): ``None``, ``(N, K+1)`` or ``(N, K+1, Dx)`` bool.
     """
 
     def __init__(self, x, times=None, mask=None):
+        data = x if isinstance(x, SequenceData) else None
+        if data is not None:
+            if times is not None or mask is not None:
+                raise ValueError("pass a SequenceData alone: its times and mask are its own")
+            x, times, mask = data.x, data.times, data.mask
         if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] < 1:
             raise ValueError("x must be a tensor with at least one sequence along dim 0")
         N = x.shape[0]
@@ -122,16 +130,18 @@ class SequenceDataset(Dataset):
                              f"got {tuple(times.shape)}")
         if mask is not None and mask.shape[0] != N:
             raise ValueError(f"mask must have {N} rows like x, got {tuple(mask.shape)}")
-        self.x, self.times, self.mask = x, times, mask
+        self.data = SequenceData(x, times, mask) if data is None else data
+
+    x = property(lambda self: self.data.x)
+    times = property(lambda self: self.data.times)
+    mask = property(lambda self: self.data.mask)
 
     def __len__(self):
-        return self.x.shape[0]
+        return len(self.data)
 
     def __getitem__(self, index):
-        times = self.times
-        if times is not None and times.dim() == 2:
-            times = times[index]
-        return self.x[index], times, None if self.mask is None else self.mask[index]
+        item = self.data[index]
+        return item.x, item.times, item.mask
 
 
 def collate_sequences(items):
@@ -361,6 +371,8 @@ class SVIModule(pl.LightningModule):
             _quiet_known_warnings()
 
     def on_fit_start(self):
+        self._checkpoint.writer = self.trainer.is_global_zero
+        self._checkpoint.discard_stale()  # what an interrupted run left there
         if self.seed is not None:
             world = self.trainer.world_size
             pyro.set_rng_seed(int(self.seed) + self.global_rank + world * self.global_step)
@@ -517,12 +529,12 @@ def fit_distributed(model, guide, x, times=None, mask=None, *, num_steps=1000, b
     for name, value in (("devices", devices), ("num_nodes", num_nodes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if num_steps < 0:
-        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-    if checkpoint_every is not None and checkpoint_path is None:
-        raise ValueError("checkpoint_every needs a checkpoint_path")
+    check_integer("num_steps", num_steps, 0)
+    check_integer("num_particles", num_particles, 1)
+    if checkpoint_every is not None:
+        if checkpoint_path is None:
+            raise ValueError("checkpoint_every needs a checkpoint_path")
+        check_integer("checkpoint_every", checkpoint_every, 1)
     if resume is not None and not is_lightning_checkpoint(read_checkpoint(resume)):
         raise ValueError(f"{resume} was written by fit (not fit_distributed): resume it with "
                          "pyro_vpf.infer.fit(..., resume=path)")
@@ -530,8 +542,9 @@ def fit_distributed(model, guide, x, times=None, mask=None, *, num_steps=1000, b
     args, N, points = check_program_data(model, x, times, mask)
     if batch_size is None:
         batch_size = N - N % world
-    if not 1 <= batch_size <= N:
-        raise ValueError(f"batch_size must lie in [1, {N}], got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or not (
+            1 <= batch_size <= N):
+        raise ValueError(f"batch_size must be an integer in [1, {N}], got {batch_size!r}")
     if batch_size % world:
         raise ValueError(f"batch_size must be a multiple of devices * num_nodes = {world} "
                          f"(each process gets an equal shard), got {batch_size}")

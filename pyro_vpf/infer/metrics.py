@@ -3,6 +3,7 @@
 import torch
 from pyro.infer import Trace_ELBO
 
+from pyro_vpf.times import select_times
 from pyro_vpf.validation import check_program_data, inputs_checked
 
 __all__ = ["elbo_per_point"]
@@ -26,7 +27,10 @@ def elbo_per_point(model, guide, x, times=None, mask=None, num_particles=16, bat
     with torch.no_grad(), inputs_checked():
         for i in range(0, B, step):
             rows = slice(i, i + step)
-            chunk = [a if a is None or (a is times and a.dim() == 1) else a[rows]
-                     for a in args]  # shared times stay shared
+            if len(args) == 1:  # a static model's data points
+                chunk = (args[0][rows],)
+            else:
+                x, times, mask = args
+                chunk = (x[rows], select_times(times, rows), None if mask is None else mask[rows])
             total -= elbo.loss(model, guide, *chunk)
     return total / float(points.sum())
