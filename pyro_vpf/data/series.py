@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from pyro_vpf.data.sequences import SequenceData
+from pyro_vpf.data.sequences import SequenceData, channel_statistics
 from pyro_vpf.validation import check_integer
 
 __all__ = ["SeriesSplit", "split_series"]
@@ -97,10 +97,7 @@ def split_series(times, values, *, holdout, window, stride=None, standardise=Tru
 
     loc = scale = None
     if standardise:
-        count = seen.sum(0)  # (Dx,) observed history values per channel
-        history = torch.where(seen, values[:num_history], 0.0)
-        loc = history.sum(0) / count
-        scale = (torch.where(seen, history - loc, 0.0).square().sum(0) / (count - 1)).sqrt()
+        loc, scale = channel_statistics(values[:num_history], seen)
         values = (values - loc) / scale
     values = torch.where(observed, values, torch.zeros_like(values))
 
