@@ -80,8 +80,8 @@ class SequenceData:
         times = None if self.times is None else select_times(self.times, index)
         ids = self.ids
         if ids is not None:
-            picked = np.asarray(ids, dtype=object)[np.asarray(
-                index.cpu() if isinstance(index, torch.Tensor) else index)]
+            rows = index.cpu().numpy() if isinstance(index, torch.Tensor) else index
+            picked = np.asarray(ids, dtype=object)[rows]
             ids = picked.tolist() if isinstance(picked, np.ndarray) else picked
         return replace(self, x=self.x[index], times=times, mask=mask, ids=ids)
 
