@@ -2,8 +2,10 @@
 
 from pyro_vpf.distributions.gauss_markov import (
     GaussMarkovPath,
+    gauss_markov_evidence,
     gauss_markov_marginals,
     gauss_markov_posterior,
+    linear_gaussian_potentials,
 )
 from pyro_vpf.distributions.gaussian_marginals import GaussianMarginals
 from pyro_vpf.distributions.ou_path import OUPath, ou_transition, strictly_increasing
@@ -17,7 +19,7 @@ from pyro_vpf.distributions.sde_path import SDE_METHODS, SDEPath, solve_sde
 
 __all__ = [
     "SDE_METHODS", "GaussMarkovPath", "GaussMarkovReadoutPath", "GaussianMarginals", "OUPath",
-    "PosteriorSDE", "ProcessPath", "SDEPath", "condition_on_readout", "gauss_markov_marginals",
-    "gauss_markov_posterior", "ou_transition", "posterior_drift", "solve_sde",
-    "strictly_increasing",
+    "PosteriorSDE", "ProcessPath", "SDEPath", "condition_on_readout", "gauss_markov_evidence",
+    "gauss_markov_marginals", "gauss_markov_posterior", "linear_gaussian_potentials",
+    "ou_transition", "posterior_drift", "solve_sde", "strictly_increasing",
 ]

@@ -8,7 +8,8 @@ from torch.distributions import constraints
 
 from pyro_vpf.ops import matrix_linear_recurrence
 
-__all__ = ["GaussMarkovPath", "gauss_markov_marginals", "gauss_markov_posterior"]
+__all__ = ["GaussMarkovPath", "gauss_markov_evidence", "gauss_markov_marginals",
+           "gauss_markov_posterior", "linear_gaussian_potentials"]
 
 
 class GaussMarkovPath(TorchDistribution):
@@ -113,10 +114,11 @@ def gauss_markov_marginals(loc0, cov0, transition, shift, scale_tril):
         \mu_k = A_k \mu_{k-1} + b_k, \qquad
         P_k = A_k P_{k-1} A_k^\top + L_k L_k^\top,
 
-    both linear recurrences, evaluated by the parallel scan
-    (:func:`~pyro_vpf.ops.matrix_linear_recurrence`); the covariance one acts on
-    :math:`\mathrm{vec}(P_k)` through :math:`A_k \otimes A_k` (:math:`D^2 \times D^2`
-    blocks, fine for the latent sizes of the collection).
+    both linear recurrences, evaluated by parallel odd-even reductions: the means by
+    :func:`~pyro_vpf.ops.matrix_linear_recurrence`, the covariances by composing pairs of
+    steps, :math:`P \mapsto A_2 (A_1 P A_1^\top + S_1) A_2^\top + S_2`, with
+    :math:`S_k = L_k L_k^\top` (:math:`D \times D` products only, no
+    :math:`\mathrm{vec}(P_k)` with :math:`D^2 \times D^2` blocks).
 
     Args:
         loc0: ``(..., D)``; cov0: ``(..., D, D)``; transition, shift, scale_tril: as for
@@ -125,26 +127,102 @@ def gauss_markov_marginals(loc0, cov0, transition, shift, scale_tril):
     Returns:
         tuple: ``(loc, cov)`` of :math:`z_{0:K}`, ``(..., K+1, D)`` and ``(..., K+1, D, D)``.
     """
-    K, D = shift.shape[-2:]
-    start = (transition[..., :1, :, :] @ loc0.unsqueeze(-2).unsqueeze(-1)).squeeze(-1)
-    loc = matrix_linear_recurrence(
-        transition, torch.cat([shift[..., :1, :] + start, shift[..., 1:, :]], -2), dim=-2)
-    kron = torch.einsum("...ij,...kl->...ikjl", transition, transition).reshape(
-        transition.shape[:-2] + (D * D, D * D))
-    noise = (scale_tril @ scale_tril.transpose(-1, -2)).flatten(-2)
-    start = (kron[..., :1, :, :] @ cov0.flatten(-2).unsqueeze(-2).unsqueeze(-1)).squeeze(-1)
-    cov = matrix_linear_recurrence(
-        kron, torch.cat([noise[..., :1, :] + start, noise[..., 1:, :]], -2), dim=-2)
-    cov = cov.unflatten(-1, (D, D))
-    cov = 0.5 * (cov + cov.transpose(-1, -2))
-    batch = loc.shape[:-2]
-    loc0 = loc0.expand(batch + (D,))
-    cov0 = cov0.expand(batch + (D, D))
-    return (torch.cat([loc0.unsqueeze(-2), loc], -2), torch.cat([cov0.unsqueeze(-3), cov], -3))
+    loc = _mean_path(loc0, transition, shift)
+    noise = scale_tril @ scale_tril.transpose(-1, -2)
+    batch = torch.broadcast_shapes(transition.shape[:-3], noise.shape[:-3], cov0.shape[:-2])
+    transition, noise = (t.expand(batch + t.shape[-3:]) for t in (transition, noise))
+    cov0 = cov0.expand(batch + cov0.shape[-2:])
+    first = transition[..., 0, :, :] @ cov0 @ transition[..., 0, :, :].transpose(-1, -2)
+    noise = torch.cat([(noise[..., 0, :, :] + first).unsqueeze(-3), noise[..., 1:, :, :]], -3)
+    cov = _odd_even_covariance_scan(transition.movedim(-3, 0), noise.movedim(-3, 0))
+    cov = torch.cat([cov0.unsqueeze(0), cov]).movedim(0, -3)
+    return loc, 0.5 * (cov + cov.transpose(-1, -2))
+
+
+def _odd_even_covariance_scan(A, S):
+    r""":math:`P_k = A_k P_{k-1} A_k^\top + S_k` along dim 0 (:math:`P_{-1} = 0`), by
+    recursive odd-even reduction (as :func:`~pyro_vpf.ops.matrix_linear_recurrence` for
+    vectors): pairs of steps compose into one, :math:`(A, S) = (A_2 A_1,
+    A_2 S_1 A_2^\top + S_2)`, the half-length recurrence is solved, and the even steps
+    follow from the odd ones. :math:`O(K)` products of ``(D, D)`` matrices in
+    :math:`O(\log K)` sequential levels."""
+    K = S.shape[0]
+    if K == 1:
+        return S
+    half = K // 2
+    A_even, A_odd = A[0:2 * half:2], A[1:2 * half:2]
+    S_even, S_odd = S[0:2 * half:2], S[1:2 * half:2]
+    odd = _odd_even_covariance_scan(A_odd @ A_even,
+                                    A_odd @ S_even @ A_odd.transpose(-1, -2) + S_odd)
+    A_rest = A[2:K:2]
+    rest = A_rest @ odd[:(K - 1) // 2] @ A_rest.transpose(-1, -2) + S[2:K:2]
+    even = torch.cat([S[:1], rest])
+    if K % 2:
+        odd = torch.cat([odd, torch.zeros_like(odd[:1])])
+    return torch.stack([even, odd], dim=1).flatten(0, 1)[:K]
 
 
 def _matvec(matrix, vector):
     return (matrix @ vector.unsqueeze(-1)).squeeze(-1)
+
+
+def _mean_path(loc0, transition, shift):
+    r""":math:`\mu_{0:K}` of :math:`\mu_k = A_k \mu_{k-1} + b_k`, ``(..., K+1, D)``, by the
+    parallel scan."""
+    start = _matvec(transition[..., :1, :, :], loc0.unsqueeze(-2))
+    loc = matrix_linear_recurrence(
+        transition, torch.cat([shift[..., :1, :] + start, shift[..., 1:, :]], -2), dim=-2)
+    loc0 = loc0.expand(loc.shape[:-2] + loc0.shape[-1:])
+    return torch.cat([loc0.unsqueeze(-2), loc], -2)
+
+
+def linear_gaussian_potentials(weight, bias, noise_scale, value, mask=None):
+    r"""The potentials :math:`(J, h)` of a masked linear-Gaussian observation of :math:`z`.
+
+    For :math:`x = W z + d + \mathcal N(0, \operatorname{diag} r^2)` with only the entries
+    :math:`o_i = 1` observed,
+
+    .. math::
+
+        \sum_i o_i \log \mathcal N(x_i;\; (W z + d)_i,\; r_i^2)
+        = -\tfrac12 z^\top J z + h^\top z + \text{const}, \qquad
+        J = W^\top \operatorname{diag}(o / r^2)\, W, \quad
+        h = W^\top \operatorname{diag}(o / r^2)(x - d),
+
+    so a missing entry contributes nothing (a step with no entry observed has
+    :math:`J = 0, h = 0`), whatever it holds (NaN included). The potentials of
+    :func:`gauss_markov_posterior` and :func:`gauss_markov_evidence`.
+
+    Args:
+        weight (torch.Tensor): :math:`W`, ``(..., Dx, D)``.
+        bias (torch.Tensor): :math:`d`, ``(..., Dx)``.
+        noise_scale (torch.Tensor): :math:`r`, ``(..., Dx)``, positive.
+        value (torch.Tensor): :math:`x`, ``(..., Dx)``.
+        mask (torch.Tensor): boolean :math:`o`, broadcastable to ``value`` (``True`` =
+            observed), or ``None`` for all observed.
+
+    Returns:
+        tuple: ``(J, h)``, ``(..., D, D)`` and ``(..., D)``, both with the broadcast batch of
+        the arguments (``J`` expanded where it does not depend on ``value``).
+
+    Raises:
+        ValueError: if ``value`` does not have ``Dx`` entries, or ``mask`` is not boolean.
+    """
+    Dx = weight.shape[-2]
+    if value.shape[-1:] != (Dx,):
+        raise ValueError(f"value must be (..., {Dx}) for a weight of shape "
+                         f"{tuple(weight.shape)}, got {tuple(value.shape)}")
+    precision = noise_scale.square().reciprocal()  # (..., Dx)
+    residual = (value - bias) * precision
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise ValueError("mask must be a boolean tensor (True = observed)")
+        precision = torch.where(mask, precision, 0.0)
+        residual = torch.where(mask, residual, 0.0)
+    weight_t = weight.transpose(-1, -2)
+    information = _matvec(weight_t, residual)
+    precision = (weight_t * precision.unsqueeze(-2)) @ weight
+    return precision.expand(information.shape[:-1] + precision.shape[-2:]), information
 
 
 def _inverse_cholesky(matrix):
@@ -214,8 +292,8 @@ def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, pre
     same way on :math:`\beta_0`. The recursion is not run step by step: the information that
     the potentials after :math:`z_k` carry about :math:`z_k` is the suffix product of the
     transitions' elements under the associative operator of the parallel Kalman filter
-    (Särkkä & García-Fernández, 2021), evaluated by recursive doubling in
-    :math:`\lceil\log_2 K\rceil` batched levels; everything else is batched over
+    (Särkkä & García-Fernández, 2021), evaluated by odd-even reduction in
+    :math:`2\lceil\log_2 K\rceil` batched levels; everything else is batched over
     :math:`k`. No loop over time, as for sampling and scoring the result
     (:class:`GaussMarkovPath`). Only :math:`G_k \succeq I` and :math:`I + C J` (real
     eigenvalues :math:`\ge 1`, :math:`C J` being a product of PSD matrices) are inverted, never
@@ -233,6 +311,84 @@ def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, pre
         shaped like the arguments (broadcast), ready for ``MultivariateNormal`` and
         :class:`GaussMarkovPath`.
     """
+    m0, gram0, A, b, gram, _, _ = _condition_chain(loc0, scale_tril0, transition, shift,
+                                                   scale_tril, precision, information)
+    return m0, _scale(scale_tril0, gram0), A, b, _scale(scale_tril, gram)
+
+
+def gauss_markov_evidence(loc0, scale_tril0, transition, shift, scale_tril, precision,
+                          information):
+    r"""The posterior mean path of :func:`gauss_markov_posterior` and what, added to the
+    potentials there, gives the log-normaliser
+    :math:`\log Z = \log \int p(z_{0:K}) \prod_k \phi_k(z_k)\, dz_{0:K}`.
+
+    In the noise coordinates of the prior chain, :math:`z_0 = \mu_0 + C_0 \varepsilon_0`,
+    :math:`z_k = F_k z_{k-1} + c_k + C_k \varepsilon_k`, the prior is
+    :math:`\varepsilon_k \sim \mathcal N(0, I)` and the posterior
+    :math:`q(\varepsilon) = p(\varepsilon) \prod_k \phi_k(z_k) / Z` is again a chain,
+
+    .. math::
+
+        q(\varepsilon_k \mid \varepsilon_{<k}) \propto
+            \mathcal N(\varepsilon_k; 0, I)\, \beta_k(m_k + C_k \varepsilon_k)
+        = \mathcal N\big(\varepsilon_k;\; \nu_k,\; G_k^{-1}\big), \qquad
+        \nu_k = G_k^{-1} C_k^\top (\eta_k - \Lambda_k m_k),
+
+    with :math:`m_k = F_k z_{k-1} + c_k` (:math:`m_0 = \mu_0`) and :math:`\beta_k`,
+    :math:`(\Lambda_k, \eta_k)`, :math:`G_k` as in :func:`gauss_markov_posterior`. The
+    identity :math:`\log Z = \log p(\varepsilon) + \sum_k \log \phi_k(z_k)
+    - \log q(\varepsilon)` holds at every :math:`\varepsilon`; at the posterior mean
+    (:math:`\hat\varepsilon_k = \hat\nu_k`, the :math:`\nu_k` of the mean path
+    :math:`\hat z`) each factor of :math:`q` is at its mode, so
+
+    .. math::
+
+        \log Z = \sum_{k=0}^K \log \phi_k(\hat z_k)
+            - \tfrac12 \sum_{k=0}^K \big(\lVert \hat\nu_k \rVert^2 + \log\det G_k\big).
+
+    This is :math:`\log p(\hat z) - \log q(\hat z)` written without the densities of the
+    state path, which do not exist where :math:`C_k` is singular (a noiseless block, one
+    noise driving several states); only :math:`G_k \succeq I` is factorised. The potentials
+    are left to the caller, who evaluates them at :math:`\hat z` in a stable form: for the
+    linear-Gaussian observations of :func:`linear_gaussian_potentials`,
+    :math:`\log p(x) = \sum_k \sum_i o_{k,i} \log \mathcal N(x_{k,i};\,
+    (W \hat z_k + d)_i,\, r_i^2) - \tfrac12 \sum_k (\lVert \hat\nu_k \rVert^2 +
+    \log\det G_k)`, the exact marginal likelihood. No loop over time: the mean path is a
+    parallel linear recurrence (:func:`~pyro_vpf.ops.matrix_linear_recurrence`) and the
+    rest is batched over :math:`k`.
+
+    Args:
+        loc0, scale_tril0, transition, shift, scale_tril, precision, information: as for
+            :func:`gauss_markov_posterior`; the roots :math:`C_0, C_k` may be any square
+            roots of the noise covariances, singular ones included.
+
+    Returns:
+        tuple: ``(loc, log_ratio)``: :math:`\hat z_{0:K}` ``(..., K+1, D)`` and
+        :math:`-\tfrac12 \sum_k (\lVert \hat\nu_k \rVert^2 + \log\det G_k)` ``(...)``.
+    """
+    m0, gram0, A, b, gram, Lam, eta = _condition_chain(loc0, scale_tril0, transition, shift,
+                                                       scale_tril, precision, information)
+    loc = _mean_path(m0, A, b)
+    predicted = _matvec(transition, loc[..., :-1, :]) + shift
+    start = _noise_penalty(scale_tril0, gram0, Lam[..., 0, :, :], eta[..., 0, :], loc0)
+    steps = _noise_penalty(scale_tril, gram, Lam[..., 1:, :, :], eta[..., 1:, :], predicted)
+    return loc, -0.5 * (start + steps.sum(-1))
+
+
+def _noise_penalty(scale_tril, gram, precision, information, predicted):
+    r""":math:`\lVert \nu \rVert^2 + \log\det G` with
+    :math:`\nu = G^{-1} C^\top (\eta - \Lambda m)`."""
+    chol = torch.linalg.cholesky(0.5 * (gram + gram.transpose(-1, -2)))
+    projected = _matvec(scale_tril.transpose(-1, -2),
+                        information - _matvec(precision, predicted))
+    nu = torch.cholesky_solve(projected.unsqueeze(-1), chol).squeeze(-1)
+    return nu.square().sum(-1) + 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+
+
+def _condition_chain(loc0, scale_tril0, transition, shift, scale_tril, precision, information):
+    r"""The work of :func:`gauss_markov_posterior`: the posterior start mean :math:`m_0`,
+    Gram matrix :math:`G_0`, transitions :math:`A_k, b_k`, Gram matrices :math:`G_k` and the
+    backward information :math:`(\Lambda_k, \eta_k)`, ``k = 0..K``."""
     K, D = shift.shape[-2:]
     if precision.shape[-3:] != (K + 1, D, D) or information.shape[-2:] != (K + 1, D):
         raise ValueError(f"precision must be (..., {K + 1}, {D}, {D}) and information "
@@ -259,7 +415,7 @@ def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, pre
     A = transition - cov @ Lam[..., 1:, :, :] @ transition
     gram0, _, m0 = _condition_on_potential(loc0, scale_tril0, Lam[..., 0, :, :],
                                            eta[..., 0, :, 0])
-    return m0, _scale(scale_tril0, gram0), A, b, _scale(scale_tril, gram)
+    return m0, gram0, A, b, gram, Lam, eta[..., 0]
 
 
 def _transition_elements(transition, shift, scale_tril, precision, information):
@@ -304,13 +460,27 @@ def _combine(first, second):
 
 def _suffix_scan(elements):
     """Suffix products ``e_k (x) e_{k+1} (x) ... (x) e_{K-1}`` of elements stacked on dim -3,
-    by recursive doubling: ceil(log2 K) levels, each one batched combine."""
+    by recursive odd-even reduction: adjacent pairs combine into one element, the suffixes
+    of the half-length sequence are those at the even positions, and one more combine gives
+    the odd ones. About ``2 K`` combines in ``2 ceil(log2 K)`` batched levels."""
     K = elements[0].shape[-3]
-    offset = 1
-    while offset < K:
-        head = _combine([t[..., :K - offset, :, :] for t in elements],
-                        [t[..., offset:, :, :] for t in elements])
-        elements = [torch.cat([new, t[..., K - offset:, :, :]], -3)
-                    for new, t in zip(head, elements, strict=True)]
-        offset *= 2
-    return elements
+    if K == 1:
+        return elements
+    half = K // 2
+    even = [t[..., 0:2 * half:2, :, :] for t in elements]
+    odd = [t[..., 1:2 * half:2, :, :] for t in elements]
+    pairs = _combine(even, odd)  # e_{2i} (x) e_{2i+1}
+    if K % 2:
+        pairs = [torch.cat([p, t[..., -1:, :, :]], -3)
+                 for p, t in zip(pairs, elements, strict=True)]
+    at_even = _suffix_scan(pairs)  # the suffix from 2i
+    inner = (K - 1) // 2  # odd positions with a pair after them
+    at_odd = _combine([t[..., :inner, :, :] for t in odd],
+                      [t[..., 1:inner + 1, :, :] for t in at_even])
+    if K % 2:  # pad to the length of the even positions
+        at_odd = [torch.cat([t, torch.zeros_like(t[..., :1, :, :])], -3) for t in at_odd]
+    else:  # the last position is its own suffix
+        at_odd = [torch.cat([t, e[..., -1:, :, :]], -3)
+                  for t, e in zip(at_odd, odd, strict=True)]
+    return [torch.stack([e, o], -3).flatten(-4, -3)[..., :K, :, :]
+            for e, o in zip(at_even, at_odd, strict=True)]

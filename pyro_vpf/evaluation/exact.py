@@ -1,4 +1,5 @@
-r"""Exact :math:`\log p(x)` of the linear-Gaussian VPF: Kalman filtering over exact base steps.
+r"""Exact :math:`\log p(x)`, smoother and predictive marginals of the linear-Gaussian VPF,
+parallel in time.
 
 With an identity latent flow (``num_flow_layers=0``) and ``observation="linear_gaussian"``
 the VPF is a linear-Gaussian state-space model in the stacked state :math:`s` of its base
@@ -13,20 +14,31 @@ processes (:class:`~pyro_vpf.processes.JointStateSpace`; :math:`s = z - \mu` for
 
 with the exact transitions of the base for any spacing and :math:`(m_0', P_0')` the law of
 the start state when :math:`z_0 \sim \mathcal N(m_0, \operatorname{diag} s_0^2)`
-(:meth:`JointStateSpace.start <pyro_vpf.processes.JointStateSpace.start>`). Its marginal
-likelihood is computed two ways: by Pyro's :class:`~pyro.distributions.GaussianHMM` (parallel
-over time; heterogeneous transitions give irregular and per-sequence times) when every entry
-is observed and every coordinate's state is one-dimensional, and by a Kalman filter written
-here, which handles any base and masks (a missing channel contributes neither a residual nor
-an update).
+(:meth:`JointStateSpace.start <pyro_vpf.processes.JointStateSpace.start>`). The observed
+entries of :math:`x_k` are Gaussian potentials on :math:`s_k`
+(:func:`~pyro_vpf.distributions.gauss_markov.linear_gaussian_potentials`; a missing entry
+has zero precision), and the prior chain conditioned on them
+(:func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_posterior`) is the exact posterior
+as a Gauss--Markov chain: its marginals are the smoother's
+(:func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_marginals`) and, with its mean
+path, it gives :math:`\log p(x)`
+(:func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_evidence`). Every step is a
+parallel scan or batched over time, for any base (multi-dimensional states, noiseless
+blocks), masks, and irregular or per-sequence times. Pyro's
+:class:`~pyro.distributions.GaussianHMM` (:func:`gaussian_hmm`) gives the same likelihood
+where every entry is observed and the transition noise is positive definite.
 """
-
-import math
 
 import torch
 from pyro.distributions import GaussianHMM, MultivariateNormal, Normal
 
-from pyro_vpf.processes import OU, JointStateSpace
+from pyro_vpf.distributions.gauss_markov import (
+    gauss_markov_evidence,
+    gauss_markov_marginals,
+    gauss_markov_posterior,
+    linear_gaussian_potentials,
+)
+from pyro_vpf.processes import OU, JointStateSpace, psd_root
 from pyro_vpf.validation import check_sequences
 
 __all__ = ["exact_log_likelihood", "gaussian_hmm", "kalman_log_likelihood",
@@ -58,24 +70,19 @@ def linear_gaussian_parameters(model):
     return params
 
 
-def _state_space(params, times, batch):
-    r"""The stacked state-space form (:class:`~pyro_vpf.processes.JointStateSpace`) as
-    per-step ``(matrix, loc, cov)`` for steps ``0..K`` (step 0 draws :math:`s_0` from its
-    law), ``(*batch, K+1, N, N)``, ``(*batch, K+1, N)``, ``(*batch, K+1, N, N)``, and the
-    observation of the state, :math:`x = C H s + (C\mu + d) + \text{noise}`: ``(weight,
-    bias)`` of shapes ``(Dx, N)`` and ``(Dx,)``, with the readout :math:`H` ``(Dz, N)``."""
+def _stacked_model(params, times):
+    r"""The stacked state-space form (:class:`~pyro_vpf.processes.JointStateSpace`): the
+    exact transitions :math:`(A_k, Q_k)` of the steps ``1..K``, ``(..., K, N, N)`` with the
+    batch of ``times``; the law :math:`(m_0', P_0')` of :math:`s_0`; the readout :math:`H`
+    ``(Dz, N)``; and the observation of the state, :math:`x = C H s + (C\mu + d) +
+    \text{noise}`: ``(weight, bias)`` of shapes ``(Dx, N)`` and ``(Dx,)``."""
     space = JointStateSpace(params["base"], params["init_loc"].shape[-1])
-    A, Q = space.transition(times.diff(dim=-1))  # (..., K, N, N)
-    A, Q = A.expand(batch + A.shape[-3:]), Q.expand(batch + Q.shape[-3:])
+    A, Q = space.transition(times.diff(dim=-1))
     m0, P0 = space.start(params["init_loc"] - params["mean"], params["init_scale"])
-    N = A.shape[-1]
-    matrix = torch.cat([torch.zeros_like(A[..., :1, :, :]), A], dim=-3)
-    loc = torch.cat([m0.expand(batch + (1, N)), A.new_zeros(batch + A.shape[-3:-1])], dim=-2)
-    cov = torch.cat([P0.expand(batch + (1, N, N)), Q], dim=-3)
     H = space.readout()
     weight = params["weight"] @ H
     bias = params["weight"] @ params["mean"] + params["bias"]
-    return matrix, loc, cov, weight, bias, H
+    return A, Q, m0, P0, H, weight, bias
 
 
 def gaussian_hmm(model, times, num_sequences):
@@ -89,8 +96,14 @@ def gaussian_hmm(model, times, num_sequences):
     :func:`kalman_log_likelihood` instead.
     """
     params = linear_gaussian_parameters(model)
-    matrix, loc, cov, weight, bias, _ = _state_space(params, times, (num_sequences,))
-    N = matrix.shape[-1]
+    A, Q, m0, P0, _, weight, bias = _stacked_model(params, times)
+    batch = (num_sequences,)
+    A, Q = A.expand(batch + A.shape[-3:]), Q.expand(batch + Q.shape[-3:])
+    N = A.shape[-1]
+    # step 0 draws s_0 from its law
+    matrix = torch.cat([torch.zeros_like(A[..., :1, :, :]), A], dim=-3)
+    loc = torch.cat([m0.expand(batch + (1, N)), A.new_zeros(batch + A.shape[-3:-1])], dim=-2)
+    cov = torch.cat([P0.expand(batch + (1, N, N)), Q], dim=-3)
     eye = torch.eye(N, dtype=matrix.dtype, device=matrix.device)
     return GaussianHMM(
         MultivariateNormal(loc.new_zeros(N), eye),  # s_{-1}: multiplied by zero, irrelevant
@@ -102,91 +115,110 @@ def gaussian_hmm(model, times, num_sequences):
     )
 
 
-def _kalman_filter(model, x, times, mask, keep):
-    """The filter's recursion over the stacked base state; returns the log-likelihood
-    ``(B,)``, with ``keep`` the predicted and filtered moments of every step, the transition
-    matrices and the readout :math:`H`."""
+def _root(cov):
+    r"""Square roots :math:`R` (:math:`R R^\top` = ``cov``) of PSD noise covariances, with
+    no jitter where none is needed.
+
+    The Cholesky factor of the correlation matrix, rescaled, with a unit pivot in place of
+    every zero-variance row (a noiseless block), which then gives an exactly zero row: no
+    jitter, which would change the model by :math:`O(100\,\epsilon)` relative, a visible
+    bias of the likelihood in single precision. Matrices that still do not factorise
+    (several states driven by fewer noises) get :func:`~pyro_vpf.processes.psd_root`'s
+    relative jitter.
+    """
+    finfo = torch.finfo(cov.dtype)
+    variance = cov.diagonal(dim1=-2, dim2=-1)
+    noisy = variance > finfo.tiny
+    scale = torch.where(noisy, variance, 1.0).sqrt()
+    corr = cov / (scale.unsqueeze(-1) * scale.unsqueeze(-2)) + torch.diag_embed(
+        (~noisy).to(cov.dtype))
+    factor, info = torch.linalg.cholesky_ex(corr)
+    root = torch.where(noisy, scale, 0.0).unsqueeze(-1) * factor
+    failed = info != 0
+    if bool(failed.any()):
+        root = torch.where(failed[..., None, None], psd_root(cov), root)
+    return root
+
+
+def _conditioned_chain(model, x, times, mask):
+    r"""The prior chain of the stacked state and the potentials of the observations, as
+    :func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_posterior` takes them (noise
+    roots by :func:`_root`), with the validated ``(x, mask)``, the observation ``(weight,
+    bias, noise)`` of the state and the readout ``(H, mean)``."""
     params = linear_gaussian_parameters(model)
-    x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim,
+    x, times, mask, _ = check_sequences(x, times, mask, obs_dim=model.obs_dim,
                                         like=params["init_loc"])
-    matrix, loc, cov, C, d, H = _state_space(params, times, (B,))
-    r2 = params["noise"].square()
-    N = C.shape[1]
-    eye = torch.eye(N, dtype=x.dtype, device=x.device)
-    observed = torch.ones_like(x, dtype=torch.bool) if mask is None else mask
-    m = x.new_zeros(B, N)
-    P = x.new_zeros(B, N, N)
-    total = x.new_zeros(B)
-    steps = []
-    for k in range(x.shape[1]):
-        a = matrix[:, k]
-        m = loc[:, k] + (a @ m.unsqueeze(-1)).squeeze(-1)
-        P = a @ P @ a.transpose(-1, -2) + cov[:, k]
-        predicted = (m, P)
-        o = observed[:, k].to(x.dtype)  # (B, Dx)
-        Ck = C * o.unsqueeze(-1)
-        residual = (x[:, k] - (m @ C.T + d)) * o
-        S = Ck @ P @ Ck.transpose(-1, -2) + torch.diag_embed(o * r2 + (1 - o))
-        L = torch.linalg.cholesky(S)
-        total = total + MultivariateNormal(torch.zeros_like(residual), scale_tril=L).log_prob(
-            residual) + 0.5 * math.log(2 * math.pi) * (1 - o).sum(-1)
-        gain = torch.cholesky_solve(Ck @ P, L).transpose(-1, -2)  # P C^T S^{-1}
-        m = m + (gain @ residual.unsqueeze(-1)).squeeze(-1)
-        J = eye - gain @ Ck
-        P = J @ P @ J.transpose(-1, -2) + gain @ torch.diag_embed(o * r2) @ gain.transpose(-1, -2)
-        if keep:
-            steps.append((predicted, (m, P)))
-    return total, steps, matrix, H
+    A, Q, m0, P0, H, weight, bias = _stacked_model(params, times)
+    noise = params["noise"]
+    precision, information = linear_gaussian_potentials(weight, bias, noise, x, mask)
+    chain = (m0, _root(P0), A, A.new_zeros(A.shape[:-1]), _root(Q), precision, information)
+    return chain, x, mask, (weight, bias, noise), (H, params["mean"])
 
 
 def kalman_log_likelihood(model, x, times, mask=None):
-    r"""Kalman filter :math:`\log p(x_{0:K})` per sequence, masks and irregular times allowed.
+    r"""Exact :math:`\log p(x_{0:K})` per sequence, masks and irregular times allowed.
 
-    Vectorised over sequences; the loop over time steps is the filter's recursion. A missing
-    channel gets a zero row in :math:`C`, a zero residual and unit noise, so it neither
-    updates the state nor changes the likelihood beyond the constant
-    :math:`-\tfrac12\log 2\pi`, which is removed. Covariances use the Joseph form.
+    The observations are Gaussian potentials on the stacked state
+    (:func:`~pyro_vpf.distributions.gauss_markov.linear_gaussian_potentials`, with
+    :math:`W = C H` and :math:`C\mu + d` as the offset; a missing channel has zero precision
+    and contributes nothing), and the prior chain conditioned on them gives the posterior
+    mean path :math:`\hat s` and, in the chain's noise coordinates, the rest of
+
+    .. math::
+
+        \log p(x) = \log p(x \mid \hat s) + \log p(\hat s) - \log p(\hat s \mid x)
+        = \sum_{k=0}^K \sum_{d\ \text{observed}} \log \mathcal N\big(x_{k,d};\;
+            (C(\mu + H \hat s_k) + d)_d,\; r_d^2\big)
+          - \tfrac12 \sum_{k=0}^K \big(\lVert \hat\nu_k \rVert^2 + \log\det G_k\big),
+
+    an identity that holds at any path and is evaluated at the posterior mean
+    (:func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_evidence`, which defines
+    :math:`\hat\nu_k` and :math:`G_k \succeq I`; the noise coordinates keep it finite for a
+    base with a noiseless block, whose state path has no density). No loop over time: the
+    backward information is a parallel suffix scan and the mean path a parallel linear
+    recurrence; the likelihood term is in residual form, so it loses no digits to
+    cancellation.
 
     Returns:
         torch.Tensor: ``(B,)``.
     """
-    return _kalman_filter(model, x, times, mask, keep=False)[0]
+    chain, x, mask, (weight, bias, noise), _ = _conditioned_chain(model, x, times, mask)
+    loc, log_ratio = gauss_markov_evidence(*chain)
+    log_lik = Normal(loc @ weight.T + bias, noise).log_prob(x)
+    if mask is not None:
+        log_lik = torch.where(mask, log_lik, 0.0)
+    return log_lik.sum((-1, -2)) + log_ratio
 
 
 def kalman_smoother(model, x, times, mask=None):
     r"""Exact posterior marginals :math:`p(z_k \mid x_{0:K})` of a linear-Gaussian VPF.
 
-    The Kalman filter of :func:`kalman_log_likelihood` forward, then the
-    Rauch--Tung--Striebel recursion backward: with :math:`A_{k+1}` the exact base transition
-    of step :math:`k+1`,
+    The prior chain of the stacked state conditioned on the observations' potentials (as in
+    :func:`kalman_log_likelihood`) is again a Gauss--Markov chain,
+    :math:`s_k \mid s_{k-1}, x \sim \mathcal N(A_k s_{k-1} + b_k, L_k L_k^\top)`
+    (:func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_posterior`), whose marginals
+    follow the linear recurrences
 
     .. math::
 
-        G_k = P_{k|k} A_{k+1}^\top P_{k+1|k}^{-1}, \quad
-        m_{k|K} = m_{k|k} + G_k (m_{k+1|K} - m_{k+1|k}), \quad
-        P_{k|K} = P_{k|k} + G_k (P_{k+1|K} - P_{k+1|k}) G_k^\top.
+        m_{k|K} = A_k m_{k-1|K} + b_k, \qquad
+        P_{k|K} = A_k P_{k-1|K} A_k^\top + L_k L_k^\top
 
-    Masks, irregular and per-sequence times as for the filter. The reference posterior for
-    the guides (and the exact interpolator of the linear-Gaussian model).
+    (:func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_marginals`, parallel
+    scans), read out as :math:`z_k \mid x \sim \mathcal N(\mu + H m_{k|K},
+    H P_{k|K} H^\top)`: the Rauch--Tung--Striebel marginals without a loop over time.
+    Masks, irregular and per-sequence times as for :func:`kalman_log_likelihood`. The
+    reference posterior for the guides (and the exact interpolator of the linear-Gaussian
+    model).
 
     Returns:
         tuple: ``(loc, cov)``, ``(B, K+1, Dz)`` and ``(B, K+1, Dz, Dz)``.
     """
-    _, steps, matrix, H = _kalman_filter(model, x, times, mask, keep=True)
-    m, P = steps[-1][1]
-    locs, covs = [m], [P]
-    for k in range(len(steps) - 2, -1, -1):
-        (m_pred, P_pred), (m_filt, P_filt) = steps[k + 1][0], steps[k][1]
-        a = matrix[:, k + 1]
-        G = torch.linalg.solve(P_pred, a @ P_filt).transpose(-1, -2)  # P A^T P_pred^-1
-        m = m_filt + (G @ (m - m_pred).unsqueeze(-1)).squeeze(-1)
-        P = P_filt + G @ (P - P_pred) @ G.transpose(-1, -2)
-        P = 0.5 * (P + P.transpose(-1, -2))
-        locs.append(m)
-        covs.append(P)
-    loc, cov = torch.stack(locs[::-1], 1), torch.stack(covs[::-1], 1)
-    mean = linear_gaussian_parameters(model)["mean"]
-    return loc @ H.T + mean, H @ cov @ H.T
+    chain, _, _, _, (H, mean) = _conditioned_chain(model, x, times, mask)
+    m0, L0, A, b, L = gauss_markov_posterior(*chain)
+    loc, cov = gauss_markov_marginals(m0, L0 @ L0.transpose(-1, -2), A, b, L)
+    cov = H @ cov @ H.T
+    return loc @ H.T + mean, 0.5 * (cov + cov.transpose(-1, -2))
 
 
 def kalman_observation_marginals(model, x, times, mask=None):
@@ -217,17 +249,9 @@ def kalman_observation_marginals(model, x, times, mask=None):
 def exact_log_likelihood(model, x, times, mask=None):
     r"""Exact :math:`\log p(x)` per sequence ``(B,)`` of a linear-Gaussian VPF.
 
-    Uses :func:`gaussian_hmm` when every entry is observed and the base's states are
-    one-dimensional (the OU), and :func:`kalman_log_likelihood` otherwise; ``times`` may be
-    irregular and per sequence.
+    :func:`kalman_log_likelihood`: any base, masks, irregular and per-sequence ``times``.
 
     Raises:
         ValueError: for a model that is not linear-Gaussian, or bad inputs.
     """
-    params = linear_gaussian_parameters(model)
-    x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim,
-                                        like=params["init_loc"])
-    if (mask is None or bool(mask.all())) and JointStateSpace(
-            params["base"], model.latent_dim).markov:
-        return gaussian_hmm(model, times, B).log_prob(x)
     return kalman_log_likelihood(model, x, times, mask)
