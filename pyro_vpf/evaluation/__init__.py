@@ -1,5 +1,6 @@
 """Evaluation: exact likelihoods where they exist, and estimators for every model."""
 
+from pyro_vpf.evaluation.backtest import backtest
 from pyro_vpf.evaluation.baselines import (
     BaselineForecast,
     linear_interpolation,
@@ -39,6 +40,7 @@ __all__ = [
     "ForecastScores",
     "SequenceScores",
     "active_units",
+    "backtest",
     "crps_ensemble",
     "elbo",
     "energy_distance",
