@@ -58,7 +58,7 @@ def median_times(steps, repeats):
 
 def raw_loss(model, guide, x, times, num_sequences):
     """The same single-particle ELBO estimate as Trace_ELBO, written with plain torch."""
-    loc, scale = guide._marginals(x, times, None, times)
+    loc, scale = guide.loc_scale(x, times, None, times)
     q0, qz = Normal(loc[:, 0], scale[:, 0]), Normal(loc[:, 1:], scale[:, 1:])
     z0, z = q0.rsample(), qz.rsample()
     log_q = q0.log_prob(z0).sum(-1) + qz.log_prob(z).sum((-1, -2))
@@ -106,7 +106,7 @@ def seed_config_figures(args, train, test):
         optimizer.step()
 
     with torch.no_grad():
-        loc, scale = guide._marginals(train.x[:B], times, None, times)
+        loc, scale = guide.loc_scale(train.x[:B], times, None, times)
         z_all = Normal(loc, scale).sample()
 
     def flows_step():
