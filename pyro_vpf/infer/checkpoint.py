@@ -214,7 +214,8 @@ class PendingCheckpoint:
     ``path`` (:meth:`confirm`) only once the loss at its parameters and the update from them
     proved finite; when training stops on non-finite values the pending file, whose
     parameters are the ones that diverged, is deleted (:meth:`stop`). So ``path`` only ever
-    holds parameters whose loss was evaluated finite.
+    holds parameters whose loss was evaluated finite. A run starts with :meth:`discard_stale`:
+    a pending checkpoint found then was left by an interrupted run and never confirmed.
 
     Args:
         path (str): the checkpoint's path, or ``None`` (nothing is written).
@@ -229,6 +230,22 @@ class PendingCheckpoint:
         self.pending = None if path is None else f"{path}.pending"
         self.last_saved = last_saved
         self.writer = writer
+
+    def discard_stale(self):
+        """Delete what an interrupted run (killed, say) left beside ``path``: its pending
+        checkpoint, whose parameters were never shown to give a finite loss (confirming it
+        with this run's first step would put them over ``path``), and the temporary files of
+        its unfinished writes (:func:`atomic_save`'s)."""
+        if not self.writer or self.pending is None:
+            return
+        directory = os.path.dirname(os.path.abspath(self.pending))
+        prefix = f".{os.path.basename(self.pending)}."
+        names = os.listdir(directory) if os.path.isdir(directory) else []
+        stale = [os.path.join(directory, name) for name in names
+                 if name.startswith(prefix) and name.endswith(".tmp")]
+        for name in [self.pending, *stale]:
+            if os.path.isfile(name):
+                os.remove(name)
 
     def confirm(self):
         """The pending checkpoint's parameters gave a finite loss: it becomes the checkpoint."""

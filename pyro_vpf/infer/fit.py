@@ -47,6 +47,7 @@ class _Guard:
     def __init__(self, model, guide, checkpoint_path, resume):
         self.model, self.guide = model, guide
         self.checkpoint = PendingCheckpoint(checkpoint_path, last_saved=resume)
+        self.checkpoint.discard_stale()  # what an interrupted run left there
 
     def _run(self, fn, step):
         try:
@@ -115,7 +116,8 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
         elbo (str or ELBO): ``"trace"``, ``"meanfield"`` or an ELBO instance.
         clip_norm (float): gradient clipping of ClippedAdam.
         checkpoint_path (str): where checkpoints go; ``checkpoint_every`` steps between them
-            (and always at the end).
+            (and always at the end). A pending checkpoint (``<path>.pending``) or unfinished
+            temporary file left there by an interrupted run is deleted when training starts.
         resume (str): a checkpoint to continue from (optimiser, RNG and history included:
             the continued run equals an uninterrupted one).
         progress (bool): show a tqdm bar with the running ELBO per point.
@@ -137,8 +139,10 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
             batch_size, numbers.Integral) or not 1 <= batch_size <= B):
         raise ValueError(f"batch_size must be an integer in [1, {B}], got {batch_size!r}")
     check_integer("num_steps", num_steps, 0)
-    if checkpoint_every is not None and checkpoint_path is None:
-        raise ValueError("checkpoint_every needs a checkpoint_path")
+    if checkpoint_every is not None:
+        if checkpoint_path is None:
+            raise ValueError("checkpoint_every needs a checkpoint_path")
+        check_integer("checkpoint_every", checkpoint_every, 1)
     batch_size = None if batch_size == B else batch_size
     settings = OptimSettings(lr=lr, clip_norm=clip_norm, lr_decay=lr_decay, beta=beta,
                              kl_anneal_steps=kl_anneal_steps, kl_start=kl_start,
