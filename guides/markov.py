@@ -5,10 +5,11 @@ import math
 
 import pyro
 import torch
-from pyro.distributions import MultivariateNormal, TransformedDistribution
+from pyro.distributions import MultivariateNormal, TransformedDistribution, constraints
 from pyro.distributions.transforms import AffineTransform
 from pyro_vpf.guides.base import SequenceGuide
 from torch import nn
+from torch.distributions import transform_to
 
 from pyro_vpf.distributions import (
     GaussMarkovPath,
@@ -17,12 +18,16 @@ from pyro_vpf.distributions import (
     gauss_markov_posterior,
     ou_transition,
 )
-from pyro_vpf.nn import GRUEncoder
-from pyro_vpf.ops import inverse_softplus
+from pyro_vpf.nn import ConstrainedParameters, GRUEncoder
 from pyro_vpf.processes import JointStateSpace, per_coordinate, psd_root
 from pyro_vpf.sites import Z0, Z
 
 __all__ = ["MarkovGuide"]
+
+#: softplus, and the lower-triangular matrices with a softplus of the diagonal: the maps from
+#: the heads' outputs to the positive scales of ``"direct"``
+_SOFTPLUS = transform_to(constraints.softplus_positive)
+_SOFTPLUS_CHOLESKY = transform_to(constraints.softplus_lower_cholesky)
 
 
 def _local_window(x, mask):
@@ -35,7 +40,7 @@ def _local_window(x, mask):
     return torch.cat([before, here, after], -1)
 
 
-class MarkovGuide(SequenceGuide):
+class MarkovGuide(ConstrainedParameters, SequenceGuide):
     r"""Guide :math:`q(z_0)\prod_k q(z_k \mid z_{k-1})` with Gaussian, affine transitions.
 
     .. math::
@@ -143,15 +148,14 @@ class MarkovGuide(SequenceGuide):
 
     def _build_smoother(self, obs_dim, latent_dim, hidden_dim):
         D = latent_dim
-        # the reference process r: a diagonal OU started at N(loc, scale^2), unit variance
+        # the reference process r: a diagonal OU started at N(loc, scale^2), unit variance;
+        # its positive parameters are softplus(<name>_unconstrained)
         self.reference_init_loc = nn.Parameter(torch.zeros(D))
-        self.reference_init_scale_unconstrained = nn.Parameter(
-            inverse_softplus(torch.ones(D)))
+        self.register_constrained("reference_init_scale", torch.ones(D))
         self.reference_mean = nn.Parameter(torch.zeros(D))
         if self.reference is None:
-            self.reference_rate_unconstrained = nn.Parameter(inverse_softplus(torch.ones(D)))
-            self.reference_scale_unconstrained = nn.Parameter(
-                inverse_softplus(torch.full((D,), 2.0).sqrt()))
+            self.register_constrained("reference_rate", torch.ones(D))
+            self.register_constrained("reference_scale", torch.full((D,), 2.0).sqrt())
         # per-channel potentials and their context-dependent corrections (zero at the start)
         self.channel_direction = nn.Parameter(torch.randn(obs_dim, D) / D**0.5)
         self.channel_gain = nn.Parameter(torch.ones(obs_dim))
@@ -180,13 +184,21 @@ class MarkovGuide(SequenceGuide):
         self.register_buffer("_tril", torch.tril_indices(D, D), persistent=False)
 
     def _scale_tril(self, raw):
+        r"""The scale :math:`L` of ``"direct"`` from a head's output: the diagonal
+        :math:`\operatorname{softplus}(r) + \ell_{\min}` (``full_scale=False``, ``raw``
+        ``(..., Dz)``), or a lower-triangular :math:`L` whose strict lower triangle is the raw
+        entries and whose diagonal is :math:`\operatorname{softplus}(r_{ii}) + \ell_{\min}`
+        (``raw`` the :math:`D_z(D_z+1)/2` entries of the triangle, row by row)."""
         D = self.latent_dim
+        # The floor l_min = min_scale is added after the transform: softplus followed by a
+        # shift is not the transform of any constraint (transform_to(greater_than(l_min)) is
+        # an exp and a shift), and the sum is exactly the earlier softplus(r) + l_min.
         if not self.full_scale:
-            return torch.diag_embed(nn.functional.softplus(raw) + self.min_scale)
+            return torch.diag_embed(_SOFTPLUS(raw) + self.min_scale)
         L = raw.new_zeros(raw.shape[:-1] + (D, D))
         L[..., self._tril[0], self._tril[1]] = raw
-        diagonal = nn.functional.softplus(L.diagonal(dim1=-2, dim2=-1)) + self.min_scale
-        return L.tril(-1) + torch.diag_embed(diagonal)
+        floor = torch.eye(D, dtype=raw.dtype, device=raw.device) * self.min_scale
+        return _SOFTPLUS_CHOLESKY(L) + floor
 
     def parameters_of(self, x, times, mask=None):
         """``(m0, L0, A, b, L)`` of :math:`q` for the sequences ``x`` (no validation); with a
@@ -221,16 +233,13 @@ class MarkovGuide(SequenceGuide):
 
     def _smoother_parameters(self, x, times, mask):
         B = x.shape[0]
-        softplus = nn.functional.softplus
         precision, information = self.potentials(x, times, mask)
         if self.reference is not None:
             return self._state_parameters(times.expand(B, -1), precision, information)
-        decay, variance = ou_transition(times.expand(B, -1),
-                                        softplus(self.reference_rate_unconstrained),
-                                        softplus(self.reference_scale_unconstrained))
+        decay, variance = ou_transition(times.expand(B, -1), self.reference_rate,
+                                        self.reference_scale)
         return gauss_markov_posterior(
-            self.reference_init_loc,
-            torch.diag_embed(softplus(self.reference_init_scale_unconstrained)),
+            self.reference_init_loc, torch.diag_embed(self.reference_init_scale),
             torch.diag_embed(decay), (1 - decay) * self.reference_mean,
             torch.diag_embed(variance.sqrt()), precision, information)
 
@@ -239,8 +248,7 @@ class MarkovGuide(SequenceGuide):
         space = JointStateSpace(self.reference, self.latent_dim)
         H, mean = space.readout(), self.reference_mean
         A, Q = space.transition(times.diff(dim=-1))  # (B, K, N, N)
-        m0, P0 = space.start(self.reference_init_loc - mean,
-                             nn.functional.softplus(self.reference_init_scale_unconstrained))
+        m0, P0 = space.start(self.reference_init_loc - mean, self.reference_init_scale)
         state_information = (information - (precision @ mean.unsqueeze(-1)).squeeze(-1)) @ H
         return gauss_markov_posterior(m0, psd_root(P0), A, A.new_zeros(A.shape[:-1]),
                                       psd_root(Q), H.T @ precision @ H, state_information)

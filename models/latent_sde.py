@@ -3,9 +3,10 @@ r"""A latent neural SDE, the solver-based rival of the VPF, as a Pyro model prog
 import math
 
 import torch
+from pyro.distributions import constraints
 from pyro_vpf.models.path_model import PathModel, make_likelihood
 from torch import nn
-from torch.nn.functional import softplus
+from torch.distributions import transform_to
 
 from pyro_vpf.distributions import (
     SDE_METHODS,
@@ -13,12 +14,14 @@ from pyro_vpf.distributions import (
     SDEPath,
 )
 from pyro_vpf.nn import MLP
-from pyro_vpf.ops import inverse_softplus
 from pyro_vpf.prior import PathPrior
 from pyro_vpf.transforms import FourierTimeEmbedding
 from pyro_vpf.validation import check_integer, check_positive
 
 __all__ = ["LatentSDE", "LatentSDEPrior", "NeuralSDE", "PosteriorSDE"]
+
+#: :math:`\operatorname{softplus}` and its inverse, the map of the diffusion's pre-activation
+_SOFTPLUS = transform_to(constraints.softplus_positive)
 
 
 class NeuralSDE(nn.Module):
@@ -27,9 +30,10 @@ class NeuralSDE(nn.Module):
     The drift is an MLP of :math:`[z, \phi(t)]` (:math:`\phi` a
     :class:`~pyro_vpf.transforms.FourierTimeEmbedding`; none with ``time_embed_dim=0`` and
     no periods: autonomous dynamics). The diffusion is positive,
-    :math:`g = \text{softplus}(\cdot) + g_{\min}`, either a function of time only,
-    :math:`g_i(t)` (``state_dependent_diffusion=False``, additive noise), or of the state,
-    one small network per coordinate, :math:`g_i(z_i, t)`: each :math:`g_i` sees its own
+    :math:`g = \operatorname{softplus}(a + b) + g_{\min}`, with a learned bias :math:`b`
+    (``diffusion_bias``) and :math:`a` either a function of time only, :math:`a_i(t)`
+    (``state_dependent_diffusion=False``, additive noise), or of the state, one small network
+    per coordinate, :math:`a_i(z_i, t)`: each :math:`g_i` sees its own
     :math:`z_i` only, so :math:`\partial_{z_i} g_i^2` (which the posterior drift of SDE
     matching needs) is one autograd call, and the noise is commutative (Milstein and SRK
     apply).
@@ -73,7 +77,7 @@ class NeuralSDE(nn.Module):
         self.drift_net = MLP(latent_dim + E, hidden_dim, latent_dim, drift_layers)
         nn.init.zeros_(self.drift_net[-1].weight)  # start as a random walk
         nn.init.zeros_(self.drift_net[-1].bias)
-        start = inverse_softplus(torch.full((latent_dim,), math.sqrt(2.0 / time_scale)))
+        start = _SOFTPLUS.inv(torch.full((latent_dim,), math.sqrt(2.0 / time_scale)))
         H = diffusion_hidden_dim if state_dependent_diffusion else 0
         in_dim = E + (1 if state_dependent_diffusion else 0)
         if state_dependent_diffusion:  # per-coordinate networks, batched as einsums
@@ -109,7 +113,9 @@ class NeuralSDE(nn.Module):
             raw = torch.zeros_like(z)
         else:
             raw = (phi @ self.diffusion_time.T).expand(z.shape)
-        return softplus(raw + self.diffusion_bias) + self.min_diffusion
+        # the floor is added after the softplus: no constraint's transform is this map
+        # (transform_to(greater_than(g_min)) is an exp and a shift)
+        return _SOFTPLUS(raw + self.diffusion_bias) + self.min_diffusion
 
     def f(self, t, z):
         return self.drift(z, t)

@@ -23,7 +23,7 @@ from pyro.distributions import (
 from torch import nn
 from torch.nn.functional import softplus
 
-from pyro_vpf.ops import inverse_softplus
+from pyro_vpf.nn.constrained import ConstrainedParameters
 from pyro_vpf.transforms import ConditionalObservationFlow
 from pyro_vpf.validation import check_integer
 
@@ -38,13 +38,15 @@ __all__ = [
 ]
 
 
-class Likelihood(nn.Module):
+class Likelihood(ConstrainedParameters):
     r"""Base of the observation likelihoods: :math:`p(x_k \mid z_k)`, independent over
     :math:`k`.
 
     A subclass defines :meth:`point_distribution` (the law of each entry, or of each time
     point for a likelihood that couples channels) and :meth:`decode`; this base masks and
-    batches it into :meth:`distribution`.
+    batches it into :meth:`distribution`. Positive parameters are registered with
+    :meth:`~pyro_vpf.nn.ConstrainedParameters.register_constrained` (a softplus of an
+    unconstrained ``<name>_unconstrained``).
 
     Args:
         obs_dim (int): :math:`D_x`.
@@ -115,16 +117,14 @@ class _LinearReadout(Likelihood):
 
 class _LocationScale(_LinearReadout):
     r"""A location :math:`C z_k + d` and a learned scale :math:`r > 0` per channel
-    (``noise_scale``, a softplus); :meth:`decode` maps standard noise :math:`u` to
-    :math:`C z_k + d + r \odot u`."""
+    (``noise_scale`` :math:`r = \operatorname{softplus}(u)` of the parameter
+    ``noise_unconstrained`` :math:`u`, which starts at :math:`-1`); :meth:`decode` maps
+    standard noise :math:`\epsilon` to :math:`C z_k + d + r \odot \epsilon`."""
 
     def __init__(self, obs_dim, latent_dim):
         super().__init__(obs_dim, latent_dim)
-        self.noise_unconstrained = nn.Parameter(torch.full((obs_dim,), -1.0))
-
-    @property
-    def noise_scale(self):
-        return softplus(self.noise_unconstrained)
+        self.register_constrained("noise_scale", unconstrained_value=torch.full((obs_dim,), -1.0),
+                                  unconstrained_name="noise_unconstrained")
 
     def decode(self, z, noise=None):
         self._check_latent(z)
@@ -150,23 +150,15 @@ class StudentTLikelihood(_LocationScale):
     t_\nu`, for series with outliers; :meth:`decode` gives the location.
 
     Args:
-        df (float): :math:`\nu > 0` to start from; learned (a softplus) unless
-            ``learn_df=False``.
+        df (float): :math:`\nu > 0` to start from; learned (a softplus of the parameter
+            ``df_unconstrained``) unless ``learn_df=False`` (then a buffer).
     """
 
     def __init__(self, obs_dim, latent_dim, df=4.0, learn_df=True):
         super().__init__(obs_dim, latent_dim)
         if not float(df) > 0:
             raise ValueError(f"df must be positive, got {df}")
-        df = inverse_softplus(torch.full((obs_dim,), float(df)))
-        if learn_df:
-            self.df_unconstrained = nn.Parameter(df)
-        else:
-            self.register_buffer("df_unconstrained", df)
-
-    @property
-    def df(self):
-        return softplus(self.df_unconstrained)
+        self.register_constrained("df", torch.full((obs_dim,), float(df)), learnable=learn_df)
 
     def point_distribution(self, z):
         loc = self.linear(z)
@@ -208,19 +200,15 @@ class NegativeBinomialLikelihood(_LinearReadout):
     (:math:`r \to \infty`: Poisson).
 
     Args:
-        concentration (float): :math:`r` to start from.
+        concentration (float): :math:`r` to start from (learned as a softplus of the
+            parameter ``concentration_unconstrained``).
     """
 
     def __init__(self, obs_dim, latent_dim, concentration=10.0):
         super().__init__(obs_dim, latent_dim)
         if not float(concentration) > 0:
             raise ValueError(f"concentration must be positive, got {concentration}")
-        self.concentration_unconstrained = nn.Parameter(
-            inverse_softplus(torch.full((obs_dim,), float(concentration))))
-
-    @property
-    def concentration(self):
-        return softplus(self.concentration_unconstrained)
+        self.register_constrained("concentration", torch.full((obs_dim,), float(concentration)))
 
     def mean(self, z):
         return softplus(self.linear(z))

@@ -62,7 +62,9 @@ def exp_ratio(x):
 def inverse_softplus(value):
     r""":math:`u = \operatorname{softplus}^{-1}(v) = v + \log(1 - e^{-v})` for ``value``
     :math:`v > 0` (a tensor): the unconstrained start of a parameter kept positive by a
-    softplus, stable for small and large :math:`v`."""
+    softplus, stable for small and large :math:`v`. The same operations, hence the same
+    numbers, as ``transform_to(constraints.softplus_positive).inv``, which
+    :class:`~pyro_vpf.nn.ConstrainedParameters` applies to initial values."""
     value = torch.as_tensor(value, dtype=torch.get_default_dtype()) if not isinstance(
         value, torch.Tensor) else value
     return value + torch.log(-torch.expm1(-value))

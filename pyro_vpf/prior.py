@@ -5,9 +5,9 @@ import torch
 from pyro import poutine
 from pyro.distributions import Normal, TransformedDistribution
 from torch import nn
-from torch.nn.functional import softplus
 
 from pyro_vpf.distributions import OUPath, ProcessPath
+from pyro_vpf.nn.constrained import ConstrainedParameters
 from pyro_vpf.ops import inverse_softplus
 from pyro_vpf.processes import OU
 from pyro_vpf.processes.state_space import per_coordinate
@@ -21,14 +21,15 @@ __all__ = ["LatentPathPrior", "PathPrior"]
 _inverse_softplus = inverse_softplus  # the earlier private name
 
 
-class PathPrior(nn.Module):
+class PathPrior(ConstrainedParameters):
     r"""What every latent path prior of the collection shares.
 
-    The start :math:`z_0 \sim \mathcal N(m_0, \operatorname{diag}(s_0^2))` is learned here
-    (``init_loc``, whose dtype and device are the prior's, and ``init_scale`` > 0, starting
-    at 1); a subclass defines :meth:`path_distribution` :math:`p(z_{1:K} \mid z_0)` at given
-    times, and this base turns both into the sample sites of a Pyro program and into plain
-    samples.
+    The start :math:`z_0 \sim \mathcal N(m_0, \operatorname{diag}(s_0^2))` is learned here:
+    ``init_loc`` :math:`m_0`, whose dtype and device are the prior's, and ``init_scale``
+    :math:`s_0 = \operatorname{softplus}(u) > 0`, starting at 1, with :math:`u` the parameter
+    ``init_scale_unconstrained`` (:class:`~pyro_vpf.nn.ConstrainedParameters`). A subclass
+    defines :meth:`path_distribution` :math:`p(z_{1:K} \mid z_0)` at given times, and this
+    base turns both into the sample sites of a Pyro program and into plain samples.
 
     Args:
         latent_dim (int): :math:`D_z`.
@@ -38,11 +39,7 @@ class PathPrior(nn.Module):
         super().__init__()
         self.latent_dim = check_integer("latent_dim", latent_dim, 1)
         self.init_loc = nn.Parameter(torch.zeros(latent_dim))
-        self.init_scale_unconstrained = nn.Parameter(inverse_softplus(torch.ones(latent_dim)))
-
-    @property
-    def init_scale(self):
-        return softplus(self.init_scale_unconstrained)
+        self.register_constrained("init_scale", torch.ones(latent_dim))
 
     def initial_distribution(self):
         r""":math:`p(z_0)`, event shape ``(Dz,)``."""

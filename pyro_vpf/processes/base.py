@@ -25,7 +25,8 @@ import copy
 import torch
 from pyro.distributions import constraints
 from torch import nn
-from torch.distributions import transform_to
+
+from pyro_vpf.nn.constrained import ConstrainedParameters
 
 __all__ = ["LTIProcess", "psd_root", "van_loan"]
 
@@ -86,14 +87,16 @@ def psd_root(cov, jitter=None):
     return torch.where(variance > finfo.tiny, d, 0.0).unsqueeze(-1) * factor
 
 
-class LTIProcess(nn.Module):
+class LTIProcess(ConstrainedParameters):
     r"""Base class of the linear time-invariant base processes.
 
     A subclass sets :attr:`state_dim` and implements :meth:`drift` (:math:`F`),
     :meth:`diffusion` (:math:`L L^\top`), :meth:`initial_covariance` (:math:`P_0`, the
     stationary covariance where there is one) and :meth:`readout` (:math:`H`); it may override
     :meth:`transition` with a closed form. Its parameters are registered with
-    :meth:`_constrained` and read back with :meth:`_value`.
+    :meth:`~pyro_vpf.nn.ConstrainedParameters.register_constrained` (stored unconstrained
+    as ``<name>_unconstrained``, a parameter or, when not learnable, a buffer) and read back
+    as attributes or with :meth:`~pyro_vpf.nn.ConstrainedParameters.constrained`.
 
     Attributes:
         state_dim (int): :math:`S`.
@@ -107,34 +110,21 @@ class LTIProcess(nn.Module):
     #: trailing dimensions of each parameter that are not batch dimensions
     _event_dims = {}
 
-    def __init__(self):
-        super().__init__()
-        self._constraints = {}
-
     # -- parameters ------------------------------------------------------------------------
     def _constrained(self, name, value, constraint, learnable=True):
-        """Register ``name`` with initial ``value`` under ``constraint`` (a learnable
-        unconstrained parameter, or a buffer when ``learnable`` is false)."""
-        value = torch.as_tensor(value, dtype=torch.get_default_dtype())
-        if not torch.isfinite(value).all() or not constraint.check(value).all():
-            raise ValueError(f"{type(self).__name__} argument '{name}' must satisfy {constraint}, "
-                             f"got {value.tolist()}")
-        self._constraints[name] = constraint
-        raw = transform_to(constraint).inv(value).detach().clone()
-        if learnable:
-            setattr(self, name + "_unconstrained", nn.Parameter(raw))
-        else:
-            self.register_buffer(name + "_unconstrained", raw)
+        """:meth:`register_constrained` under its earlier name."""
+        self.register_constrained(name, value, constraint, learnable)
 
     def _value(self, name):
-        return transform_to(self._constraints[name])(getattr(self, name + "_unconstrained"))
+        """:meth:`constrained` under its earlier name."""
+        return self.constrained(name)
 
     @property
     def batch_shape(self):
         """The broadcast shape of the parameters' batch dimensions: ``()`` or ``(D,)``."""
         shapes = []
-        for name in self._constraints:
-            raw = getattr(self, name + "_unconstrained")
+        for name in self.constrained_names():
+            raw = self.unconstrained(name)
             event = self._event_dims.get(name, 0)
             shapes.append(raw.shape[:raw.dim() - event])
         return torch.broadcast_shapes(*shapes) if shapes else torch.Size()
@@ -149,8 +139,8 @@ class LTIProcess(nn.Module):
             raise ValueError(f"{type(self).__name__} with batch shape {tuple(self.batch_shape)} "
                              f"cannot expand to {tuple(batch_shape)}") from err
         new = copy.deepcopy(self)
-        for name in new._constraints:
-            attr = name + "_unconstrained"
+        for name in new.constrained_names():
+            attr = new._constrained_entry(name).unconstrained_name
             raw = getattr(new, attr)
             event = raw.shape[raw.dim() - self._event_dims.get(name, 0):]
             value = raw.detach().expand(batch_shape + event).clone()
@@ -162,8 +152,8 @@ class LTIProcess(nn.Module):
 
     @property
     def _like(self):
-        for name in self._constraints:
-            return getattr(self, name + "_unconstrained")
+        for name in self.constrained_names():
+            return self.unconstrained(name)
         raise NotImplementedError
 
     def _eye(self):
@@ -199,8 +189,8 @@ class LTIProcess(nn.Module):
 
     def extra_repr(self):
         values = []
-        for name in self._constraints:
-            value = self._value(name).detach()
+        for name in self.constrained_names():
+            value = self.constrained(name).detach()
             text = f"{value.item():.4g}" if value.numel() == 1 else f"{tuple(value.shape)}"
             values.append(f"{name}={text}")
         return ", ".join(values)
