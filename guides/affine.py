@@ -12,6 +12,7 @@ from torch import nn
 from pyro_vpf.distributions import GaussianMarginals
 from pyro_vpf.nn import GRUEncoder, LocalTimeAttention, normalised_time
 from pyro_vpf.sites import Z0, Z
+from pyro_vpf.times import last_observed
 from pyro_vpf.validation import check_query_times, check_sequences, program_checks_values
 
 __all__ = ["AffineGuide"]
@@ -66,7 +67,8 @@ class AffineGuide(SequenceGuide):
         """:math:`(m(t), s(t))` at ``query (B, Q)`` from :meth:`_encode`'s outputs."""
         steps, summary, times, present = encoded
         B = steps.shape[0]
-        grid, tau = normalised_time(times, query)
+        last = None if present is None else last_observed(present, present.shape[-1])
+        grid, tau = normalised_time(times, query, last)
         grid, tau = grid.expand(B, -1), tau.expand(B, -1)
         pooled = self.attention(grid, steps, present, tau)
         features = torch.cat([summary.unsqueeze(1) + pooled, tau.unsqueeze(-1)], dim=-1)

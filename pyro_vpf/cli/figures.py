@@ -20,21 +20,25 @@ def evaluation_figures(data, result, out_dir, num_sequences=2):
 
     times = data.times.cpu()
     observed = data.unstandardise(data.x).cpu()
-    panels = [("interpolation.png", result["interpolation_draws"], 0, result["hidden"]),
-              ("forecast.png", result.get("forecast_draws"), result.get("forecast_start"), None)]
-    for name, draws, start, hidden in panels:
-        if draws is None:
-            continue
+    panels = [("interpolation.png", result["interpolation_draws"], None, None,
+               result["hidden"])]
+    if result.get("forecast_draws") is not None:  # the scored sequences, at their own times
+        panels.append(("forecast.png", result["forecast_draws"], result["forecast_rows"].cpu(),
+                       result["forecast_times"].cpu(), None))
+    for name, draws, rows, pred_times, hidden in panels:
         draws = data.unstandardise(draws).cpu()
         dims = observed.shape[-1]
-        fig, axes = plt.subplots(num_sequences, dims, figsize=(4.2 * dims, 2.6 * num_sequences),
+        shown = min(num_sequences, draws.shape[1])
+        fig, axes = plt.subplots(shown, dims, figsize=(4.2 * dims, 2.6 * shown),
                                  squeeze=False)
-        for i in range(num_sequences):
+        for j in range(shown):
+            i = j if rows is None else int(rows[j])
             t = select_times(times, i)
+            q = t if pred_times is None else pred_times[j]
             for d in range(dims):
-                plot_predictive(t, observed[i, :, d], t[start:], draws[:, i, :, d],
-                                ax=axes[i, d], hidden=None if hidden is None else hidden[i],
-                                start_time=None if hidden is not None else t[start - 1])
+                plot_predictive(t, observed[i, :, d], q, draws[:, j, :, d], ax=axes[j, d],
+                                hidden=None if hidden is None else hidden[i],
+                                start_time=None if hidden is not None else t[t < q[0]][-1])
         axes[0, 0].legend(frameon=False, fontsize=7)
         title = ("Interpolation of hidden points" if hidden is not None else
                  "Forecast through the prior after the dashed line")

@@ -8,6 +8,7 @@ from pyro.distributions import Normal
 from pyro_vpf.distributions import GaussianMarginals, PosteriorSDE, solve_sde
 from pyro_vpf.evaluation.scores import forecast_scores
 from pyro_vpf.sites import Z0, X, Z
+from pyro_vpf.times import expand_times, last_observed, select_times
 from pyro_vpf.validation import check_integer, check_sequences, check_times, inputs_checked
 
 __all__ = [
@@ -91,16 +92,23 @@ def interpolate(model, guide, x, times, query_times, mask=None, num_samples=100)
 
 @torch.no_grad()
 def forecast(model, guide, x, times, future_times, mask=None, num_samples=100):
-    r"""Forecast after the last observed time through the model's own prior dynamics.
+    r"""Forecast after each sequence's last observation through the model's own prior
+    dynamics.
 
-    Posterior paths :math:`z_{0:K} \sim q(z \mid x)` from the guide, then the model's prior
-    continuation :math:`p(z_{future} \mid z_{0:K})` at ``future_times`` (``prior.forecast``: one
-    pass, any spacing; for a structured base the state at :math:`t_K` given the whole path,
+    Posterior paths :math:`z_{0:L} \sim q(z \mid x)` from the guide, then the model's prior
+    continuation :math:`p(z_{future} \mid z_{0:L})` at ``future_times`` (``prior.forecast``: one
+    pass, any spacing; for a structured base the state at :math:`t_L` given the whole path,
     so a trend's slope and a cycle's phase are carried forward), then :math:`x \sim p(x \mid z)`.
 
+    :math:`t_L` is each sequence's last *observed* time point: in a ragged panel (sequences
+    padded at the end with unobserved points, e.g.
+    :meth:`~pyro_vpf.data.SequenceData.from_arrays`) the padding is not history. Sequences
+    are grouped by :math:`L` and the guide reads each group's points up to :math:`t_L` only,
+    so the padding cannot leak into the posterior either.
+
     Args:
-        future_times: ``(F,)`` strictly increasing, all after the last observed time of every
-            sequence.
+        future_times: ``(F,)`` shared or ``(B, F)`` per sequence, strictly increasing, all
+            after the sequence's last observed time.
 
     Returns:
         dict: ``"z"`` ``(S, B, F, Dz)`` and ``"x"`` ``(S, B, F, Dx)``.
@@ -110,11 +118,35 @@ def forecast(model, guide, x, times, future_times, mask=None, num_samples=100):
     like = next(model.parameters())
     x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
     check_times(future_times, like, name="future_times")
-    if future_times.dim() != 1:
-        raise ValueError("future_times must be 1-D (F,)")
-    last = times[..., -1]
-    if not bool((future_times[0] > last).all()):
-        raise ValueError("future_times must all lie after the last observed time")
+    if future_times.dim() == 2 and future_times.shape[0] != B:
+        raise ValueError(f"future_times must have shape (F,) or ({B}, F), got "
+                         f"{tuple(future_times.shape)}")
+    K1 = times.shape[-1]
+    last = last_observed(mask, K1)
+    # at least two points of history (the guide's smallest sequence)
+    last = torch.full((B,), K1 - 1, device=x.device) if last is None else last.clamp_min(1)
+    end = expand_times(times, B).gather(-1, last.unsqueeze(-1)).squeeze(-1)
+    if not bool((expand_times(future_times, B)[:, 0] > end).all()):
+        raise ValueError("future_times must all lie after the last observed time of each "
+                         "sequence")
+    ends = last.unique().tolist()
+    if ends == [K1 - 1]:  # nothing trails the last observation
+        return _forecast_from(model, guide, x, times, future_times, mask, num_samples)
+    out = None
+    for L in ends:
+        rows = (last == L).nonzero().squeeze(-1)
+        part = _forecast_from(model, guide, x[rows, :L + 1], select_times(times, rows)[..., :L + 1],
+                              select_times(future_times, rows),
+                              None if mask is None else mask[rows, :L + 1], num_samples)
+        if out is None:
+            out = {k: v.new_empty(v.shape[:1] + (B,) + v.shape[2:]) for k, v in part.items()}
+        for k, v in part.items():
+            out[k][:, rows] = v
+    return out
+
+
+def _forecast_from(model, guide, x, times, future_times, mask, num_samples):
+    """:func:`forecast` for checked sequences that end with their last observation."""
     with pyro.plate("samples", num_samples, dim=-2), inputs_checked():
         guide_trace = poutine.trace(guide).get_trace(x, times, mask)
     path = torch.cat([guide_trace.nodes[Z0]["value"].unsqueeze(-2),

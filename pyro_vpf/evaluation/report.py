@@ -4,6 +4,7 @@ import torch
 
 from pyro_vpf.evaluation.estimators import elbo, importance_log_likelihood
 from pyro_vpf.evaluation.predictive import forecast, posterior_predictive, predictive_coverage
+from pyro_vpf.times import expand_times, select_times
 
 __all__ = ["evaluate_sequences"]
 
@@ -16,13 +17,17 @@ def evaluate_sequences(model, guide, x, times, mask=None, *, num_particles=100,
     * interpolation: a random ``hide_fraction`` of the time points (never the first or last)
       is hidden from the guide, and the posterior predictive is scored there: coverage of
       the central 50 % / 90 % intervals and the MSE of the predictive mean;
-    * forecasting: the guide sees all but the last ``forecast_points`` points, which are
-      forecast through the prior (:func:`~pyro_vpf.evaluation.forecast`): MSE of the
-      predictive mean and interval coverage. Needs times shared by all sequences.
+    * forecasting: the guide sees all but each sequence's last ``forecast_points``
+      observed points, which are forecast through the prior
+      (:func:`~pyro_vpf.evaluation.forecast`, from the sequence's own last visible point):
+      MSE of the predictive mean and interval coverage, over the sequences with at least
+      ``forecast_points + 2`` observed points (shared or per-sequence times, ragged panels).
 
     Returns:
-        dict: the figures, plus ``"forecast_draws"`` and ``"interpolation_draws"`` tensors
-        for plots.
+        dict: the figures, plus ``"interpolation_draws"`` and, when forecasts were scored,
+        ``"forecast_draws"`` ``(S, b, forecast_points, Dx)`` for the sequences
+        ``"forecast_rows"`` at ``"forecast_times"`` ``(b, forecast_points)`` (and
+        ``"forecast_start"``, the common first index, when every sequence shares it).
     """
     g = torch.Generator().manual_seed(seed)
     B, K1, _ = x.shape
@@ -45,15 +50,33 @@ def evaluate_sequences(model, guide, x, times, mask=None, *, num_particles=100,
         coverage[0.9]
     out["interpolation_mse"] = float((draws.mean(0) - x)[target].square().mean())
     out["interpolation_draws"], out["hidden"] = draws, hidden
-    if times.dim() == 1 and K1 > forecast_points + 1:
-        cut = K1 - forecast_points
-        prefix_mask = None if mask is None else mask[:, :cut]
-        fc = forecast(model, guide, x[:, :cut], times[:cut], times[cut:], prefix_mask,
-                      num_samples)["x"]
-        truth = x[:, cut:]
-        future = observed[:, cut:].unsqueeze(-1).expand_as(truth)
-        coverage = predictive_coverage(fc, truth, future)
+    # forecasting: each sequence's last forecast_points observed points are hidden and
+    # forecast from its earlier ones (shared or per-sequence times, ragged panels alike)
+    index = torch.arange(K1, device=x.device)
+    rank = observed.flip(-1).cumsum(-1).flip(-1)  # observed points from here to the end
+    future = observed & (rank <= forecast_points)  # (B, K+1): the last forecast_points
+    enough = observed.sum(-1) >= forecast_points + 2
+    if forecast_points >= 1 and bool(enough.any()):
+        rows = enough.nonzero().squeeze(-1)
+        hidden_future = future[rows]
+        positions = index.expand(len(rows), K1)[hidden_future].view(len(rows), forecast_points)
+        grid = expand_times(times, B)[rows]
+        future_times = grid.gather(-1, positions)
+        visible = (observed[rows] & ~hidden_future).unsqueeze(-1)
+        visible = visible if mask is None else visible & mask[rows].view(
+            len(rows), K1, -1)
+        fc = forecast(model, guide, x[rows], select_times(times, rows), future_times,
+                      visible.expand(-1, -1, x.shape[-1]), num_samples)["x"]
+        truth = x[rows].gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        scored = (mask[rows] if mask is not None else torch.ones_like(x[rows], dtype=torch.bool))
+        scored = scored.view(len(rows), K1, -1).expand(-1, -1, x.shape[-1]).gather(
+            1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        coverage = predictive_coverage(fc, truth, scored)
         out["forecast_coverage_50"], out["forecast_coverage_90"] = coverage[0.5], coverage[0.9]
-        out["forecast_mse"] = float((fc.mean(0) - truth)[future].square().mean())
-        out["forecast_draws"], out["forecast_start"] = fc, cut
+        out["forecast_mse"] = float((fc.mean(0) - truth)[scored].square().mean())
+        out["forecast_draws"], out["forecast_rows"] = fc, rows
+        out["forecast_times"] = future_times
+        if times.dim() == 1 and bool(enough.all()) and bool(
+                (positions == positions[:1]).all()):
+            out["forecast_start"] = int(positions[0, 0])  # the same cut for every sequence
     return out

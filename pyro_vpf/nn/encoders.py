@@ -5,21 +5,33 @@ import math
 import torch
 from torch import nn
 
+from pyro_vpf.times import last_observed
+
 __all__ = ["GRUEncoder", "LocalTimeAttention", "normalised_time"]
 
 
-def normalised_time(times, query=None):
-    r"""Map times to each sequence's own unit interval, :math:`\tau = (t - t_0)/(t_K - t_0)`.
+def normalised_time(times, query=None, last=None):
+    r"""Map times to each sequence's own unit interval, :math:`\tau = (t - t_0)/(t_L - t_0)`.
+
+    :math:`t_L` is the last time point, or with ``last`` each sequence's last *observed* one,
+    so the trailing padding of a ragged panel does not squeeze the real points
+    (:func:`~pyro_vpf.times.last_observed`; the padding then maps beyond 1).
 
     Args:
         times: ``(K+1,)`` or ``(B, K+1)``, the sequence's grid.
         query: optional ``(Q,)`` or ``(B, Q)`` times to map with the same affine map (the
             grid and the query must share one normalisation).
+        last: optional ``(B,)`` index of each sequence's last observed point (a span of zero,
+            nothing observed after :math:`t_0`, falls back to the whole grid).
 
     Returns:
         ``tau`` of the grid, and of the query if given.
     """
     t0, span = times[..., :1], times[..., -1:] - times[..., :1]
+    if last is not None:
+        grid = times.expand(last.shape + times.shape[-1:])
+        observed_span = grid.gather(-1, last.unsqueeze(-1)) - t0
+        span = torch.where(observed_span > 0, observed_span, span)
     tau = (times - t0) / span
     if query is None:
         return tau
@@ -53,7 +65,7 @@ class GRUEncoder(nn.Module):
 
     def forward(self, x, times, mask=None):
         B, K1, _ = x.shape
-        tau = normalised_time(times).expand(B, K1)
+        tau = normalised_time(times, last=last_observed(mask, K1)).expand(B, K1)
         dtau = torch.cat([torch.zeros_like(tau[:, :1]), tau.diff(dim=-1)], dim=-1)
         m = torch.ones_like(x) if mask is None else mask.to(x.dtype)
         inputs = torch.cat([x * m, m, tau.unsqueeze(-1), dtau.unsqueeze(-1)], dim=-1)
