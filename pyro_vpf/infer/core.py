@@ -106,7 +106,10 @@ class FitHistory:
     ``loss`` is Pyro's loss (minus the ELBO estimate of the whole data set, nats);
     ``elbo_per_point`` is the ELBO per observed time point; ``kl_weight`` the annealing
     weight used; ``step_seconds`` the wall time of each step; ``lr`` the learning rate of
-    each step (empty for runs recorded before it was kept).
+    each step (empty for runs recorded before it was kept). With held-out data,
+    ``validation_step`` holds the steps after which it was scored and
+    ``validation_elbo_per_point`` its ELBO per observed point there (:attr:`best_step`: the
+    best of them).
     """
 
     loss: list = field(default_factory=list)
@@ -114,9 +117,21 @@ class FitHistory:
     kl_weight: list = field(default_factory=list)
     step_seconds: list = field(default_factory=list)
     lr: list = field(default_factory=list)
+    validation_step: list = field(default_factory=list)
+    validation_elbo_per_point: list = field(default_factory=list)
 
     def __len__(self):
         return len(self.loss)
+
+    @property
+    def best_step(self):
+        """The step with the best held-out ELBO (``None`` without held-out scores); the
+        earliest of equal ones."""
+        scores = self.validation_elbo_per_point
+        finite = [i for i, v in enumerate(scores) if math.isfinite(v)]
+        if not finite:
+            return None
+        return int(self.validation_step[max(finite, key=lambda i: (scores[i], -i))])
 
     def record(self, loss, *, kl_weight, seconds, num_points=None, lr=None):
         """Append one step: its loss, ``-loss / num_points`` when the number of observed

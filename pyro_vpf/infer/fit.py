@@ -1,7 +1,9 @@
 r"""Stochastic variational inference for any model/guide pair of the collection."""
 
+import copy
 import math
 import numbers
+import os
 import time
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
+from pyro_vpf.data.sequences import SequenceData
 from pyro_vpf.infer.checkpoint import (
     PendingCheckpoint,
     atomic_save,
@@ -27,10 +30,66 @@ from pyro_vpf.infer.core import (
     is_non_finite_error,
     make_elbo,
 )
+from pyro_vpf.infer.metrics import elbo_per_point
 from pyro_vpf.validation import check_integer, check_program_data, inputs_checked
 
 __all__ = ["FitHistory", "atomic_save", "fit", "load_checkpoint", "read_checkpoint",
            "save_checkpoint"]
+
+class _Monitor:
+    r"""Held-out scoring during :func:`fit`: the ELBO per observed point of the validation
+    data every ``eval_every`` steps (:func:`~pyro_vpf.infer.elbo_per_point`, without
+    gradients, leaving torch's RNG as it found it, so the training draws do not depend on
+    it), the best parameters kept in memory and, with a checkpoint path, written to
+    ``<path>.best``; ``patience`` evaluations without improvement stop training.
+    """
+
+    def __init__(self, model, guide, validation, eval_every, patience, num_particles,
+                 checkpoint_path, history):
+        self.model, self.guide, self.history = model, guide, history
+        self.args = validation
+        self.eval_every, self.patience = eval_every, patience
+        self.num_particles = num_particles
+        self.best_path = None if checkpoint_path is None else f"{checkpoint_path}.best"
+        scores = history.validation_elbo_per_point
+        self.best = max((v for v in scores if math.isfinite(v)), default=-math.inf)
+        best_step = history.best_step
+        self.waited = 0 if best_step is None else sum(
+            s > best_step for s in history.validation_step)
+        self.best_state = None
+
+    def due(self, done):
+        return done % self.eval_every == 0
+
+    def evaluate(self, done, optimizer, config):
+        """Score the held-out data after step ``done``; whether training should stop."""
+        rng = torch.get_rng_state()
+        value = elbo_per_point(self.model, self.guide, *self.args,
+                               num_particles=self.num_particles)
+        torch.set_rng_state(rng)
+        self.history.validation_step.append(done)
+        self.history.validation_elbo_per_point.append(value)
+        if value > self.best:
+            self.best, self.waited = value, 0
+            self.best_state = [copy.deepcopy(m.state_dict()) for m in (self.model, self.guide)]
+            if self.best_path is not None:
+                save_checkpoint(self.best_path, self.model, self.guide, optimizer, done,
+                                self.history, config)
+        else:
+            self.waited += 1
+        return self.patience is not None and self.waited >= self.patience
+
+    def restore_best(self):
+        """Put the best parameters seen back into the model and guide."""
+        if self.best_state is not None:
+            for module, state in zip((self.model, self.guide), self.best_state, strict=True):
+                module.load_state_dict(state)
+        elif self.best_path is not None and os.path.isfile(self.best_path):
+            # a resumed run that did not improve on the best of its earlier part
+            state = read_checkpoint(self.best_path, next(self.model.parameters()).device)
+            self.model.load_state_dict(state["model"])
+            self.guide.load_state_dict(state["guide"])
+
 
 class _Guard:
     r"""The divergence contract of :func:`fit`: a non-finite loss, a non-finite parameter
@@ -89,7 +148,8 @@ class _Guard:
 def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=None, lr=1e-3,
         num_particles=1, vectorize_particles=True, elbo="trace", clip_norm=10.0, lr_decay=1.0,
         beta=1.0, kl_anneal_steps=0, kl_start=0.1, checkpoint_path=None, checkpoint_every=None,
-        resume=None, progress=True, callback=None, metadata=None):
+        resume=None, progress=True, callback=None, metadata=None, validation=None,
+        eval_every=None, early_stopping=None, validation_particles=8):
     r"""Fit ``model`` and ``guide`` to sequences with SVI; no hand-written loss.
 
     Each step is one ``SVI.step`` of ``pyro.infer.Trace_ELBO`` (or
@@ -125,6 +185,13 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
         metadata (dict): plain values stored in every checkpoint (``config["metadata"]`` of
             :func:`load_checkpoint`), e.g. the settings of the run that wrote it, so that a
             checkpoint describes itself.
+        validation (SequenceData): held-out data, scored every ``eval_every`` steps (default
+            50) by its ELBO per observed point with ``validation_particles`` draws (recorded
+            in the history's ``validation_*`` lists and shown on the progress bar). The model
+            and guide end with the parameters of the best score (also written to
+            ``<checkpoint_path>.best``); the scoring leaves the training draws unchanged.
+        early_stopping (int): stop after this many evaluations without a better held-out
+            score (``None``: train all ``num_steps``); the checkpoint is written at the stop.
 
     Returns:
         FitHistory: the per-step record.
@@ -135,6 +202,19 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
     """
     like = next(model.parameters())
     args, B, points = check_program_data(model, x, times, mask)
+    if validation is None:
+        if eval_every is not None or early_stopping is not None:
+            raise ValueError("eval_every and early_stopping need validation data")
+    else:
+        if not isinstance(validation, SequenceData):
+            raise ValueError("validation must be a SequenceData (x, times, mask), got "
+                             f"{type(validation).__name__}")
+        validation_args = check_program_data(model, validation.x, validation.times,
+                                             validation.mask)[0]
+        eval_every = 50 if eval_every is None else check_integer("eval_every", eval_every, 1)
+        if early_stopping is not None:
+            early_stopping = check_integer("early_stopping", early_stopping, 1)
+        check_integer("validation_particles", validation_particles, 1)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
             batch_size, numbers.Integral) or not 1 <= batch_size <= B):
         raise ValueError(f"batch_size must be an integer in [1, {B}], got {batch_size!r}")
@@ -168,6 +248,9 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
     bar = tqdm(range(start, num_steps), initial=start, total=num_steps, disable=not progress,
                desc="SVI", dynamic_ncols=True)
     guard = _Guard(model, guide, checkpoint_path, resume)
+    monitor = None if validation is None else _Monitor(
+        model, guide, validation_args, eval_every, early_stopping, validation_particles,
+        checkpoint_path, history)
     with inputs_checked():  # the data were checked once, above
         for step in bar:
             kl_weight = settings.kl_weight(step)
@@ -177,20 +260,27 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
             # ClippedAdam decays the rate, then steps
             history.record(loss, kl_weight=kl_weight, seconds=elapsed,
                            num_points=observed_points, lr=lr * lr_decay ** (step + 1))
+            done = step + 1
+            stop = monitor is not None and monitor.due(done) and monitor.evaluate(
+                done, optimizer, config)
             if progress:
-                recent = np.mean(history.elbo_per_point[-20:])
-                bar.set_postfix(elbo_per_point=f"{recent:.3f}")
+                shown = {"elbo_per_point": f"{np.mean(history.elbo_per_point[-20:]):.3f}"}
+                if history.validation_elbo_per_point:
+                    shown["held_out"] = f"{history.validation_elbo_per_point[-1]:.3f}"
+                bar.set_postfix(shown)
             if callback is not None:
                 callback(step, history)
-            done = step + 1
-            if checkpoint_path and (
-                done == num_steps or (checkpoint_every and done % checkpoint_every == 0)
-            ):
+            last = done == num_steps or stop
+            if checkpoint_path and (last or (checkpoint_every and done % checkpoint_every == 0)):
                 save_checkpoint(guard.checkpoint.pending, model, guide, optimizer, done,
                                 history, config)
-                if done == num_steps:  # no next step to evaluate these parameters: do it here
+                if last:  # no next step to evaluate these parameters: do it here
                     guard.evaluate(svi, done, *args, batch_size=batch_size,
                                    kl_weight=kl_weight)
                     guard.checkpoint.confirm()
+            if stop:
+                break
     bar.close()
+    if monitor is not None:
+        monitor.restore_best()
     return history
