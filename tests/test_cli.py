@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -76,6 +77,22 @@ def test_sampling_benchmark_runs_and_writes_json(tmp_path):
     record = json.loads(out.read_text())
     assert [r["points"] for r in record["rows"]] == [11, 101]
     assert all(r["loop"] > 0 and r["scan"] > 0 for r in record["rows"])
+
+
+@pytest.mark.slow
+def test_the_device_check_runs_on_the_cpu(tmp_path):
+    out = tmp_path / "device.json"
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_check.sh"), "--device",
+                             "cpu", "--quick", "--repeats", "1", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r[0].split(":")[0] for r in rows] == [
+        "sample 4 paths at 11 points", "sample 4 paths at 101 points",
+        "train step, seed configuration (B 16, conditioner depth 2)",
+        "guide step, demo configuration (B 8)"]
+    assert "markov" in result.stdout and "VPF / SDE" in result.stdout
 
 
 @pytest.mark.slow
