@@ -14,6 +14,7 @@ import math
 import numbers
 
 import torch
+from pyro.distributions import constraints
 from pyro.infer.util import is_validation_enabled
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "check_program_data",
     "check_query_times",
     "check_sequences",
+    "check_support",
     "check_times",
     "check_vectors",
     "inputs_checked",
@@ -184,10 +186,37 @@ def check_vectors(x, dim, like, name="x", values=True):
     return x
 
 
+def check_support(model, x, mask=None, name="x"):
+    """Raise ``ValueError`` naming ``name`` unless the observed entries of ``x`` lie in the
+    support of ``model``'s likelihood: counts for a Poisson or negative binomial likelihood,
+    0 or 1 for a Bernoulli one (real-valued likelihoods accept any finite value).
+
+    ``x`` and ``mask`` as :func:`check_sequences` returns them (finite, ``mask`` ``None`` or
+    ``(B, K+1, Dx)``); a model without a ``likelihood`` is not checked.
+    """
+    likelihood = getattr(model, "likelihood", None)
+    if x is None or not callable(getattr(likelihood, "point_distribution", None)):
+        return
+    latent = x.new_zeros((1, 1, likelihood.latent_dim))
+    with torch.no_grad():
+        support = likelihood.point_distribution(latent).support
+    if support is constraints.real or constraints.is_dependent(support):
+        return
+    inside = support.check(x)
+    if mask is not None:
+        observed = mask if inside.shape == x.shape else mask.all(-1)
+        inside = inside | ~observed
+    if not bool(inside.all()):
+        raise ValueError(f"{name} holds values outside the support of the likelihood "
+                         f"({type(likelihood).__name__}: {support}) at observed entries "
+                         "(mark missing entries False in mask)")
+
+
 def check_program_data(model, x, times=None, mask=None):
     """The arguments to call ``model`` (and its guide) with, for sequence or static models.
 
-    Sequence models (with ``obs_dim``) take ``(x, times, mask)``; static models (with
+    Sequence models (with ``obs_dim``) take ``(x, times, mask)``, whose observed entries must
+    lie in the support of the model's likelihood (:func:`check_support`); static models (with
     ``data_dim``, e.g. :class:`~pyro_vpf.models.FlowVAE`) take ``(x,)`` and no times.
 
     Returns:
@@ -203,7 +232,11 @@ def check_program_data(model, x, times=None, mask=None):
         return (x,), x.shape[0], torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
     if times is None:
         raise ValueError(f"times is required: {type(model).__name__} models sequences")
+    if x is None:
+        raise ValueError(f"x is required: {type(model).__name__} is scored on observed "
+                         "sequences")
     x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
+    check_support(model, x, mask)
     if mask is None:
         points = torch.full((B,), float(x.shape[1]), dtype=x.dtype, device=x.device)
     else:

@@ -290,6 +290,9 @@ def linear_interpolation(x, times, mask):
     if x.dim() != 3:
         raise ValueError(f"x must have shape (B, K+1, D), got {tuple(x.shape)}")
     batch, length, _ = x.shape
+    if batch < 1 or length < 1:
+        raise ValueError(f"x must hold at least one sequence of at least one point, got shape "
+                         f"{tuple(x.shape)}")
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
         raise ValueError("mask must be a boolean tensor")
     if mask.shape != x.shape:

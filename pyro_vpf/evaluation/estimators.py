@@ -7,7 +7,7 @@ import pyro
 import torch
 from pyro import poutine
 
-from pyro_vpf.validation import check_program_data, inputs_checked
+from pyro_vpf.validation import check_integer, check_program_data, inputs_checked
 
 __all__ = ["SequenceScores", "elbo", "importance_log_likelihood", "log_weights"]
 
@@ -27,6 +27,7 @@ def log_weights(model, guide, x, times=None, mask=None, num_particles=100):
     called without ``times``) at once, in an outer plate at dim -2, and the model is replayed
     on them; every site's log-density is kept per sequence.
     """
+    num_particles = check_integer("num_particles", num_particles, 1)
     args, B, _ = check_program_data(model, x, times, mask)
     return _log_weights(model, guide, args, B, num_particles)
 
@@ -61,9 +62,10 @@ def elbo(model, guide, x, times=None, mask=None, num_particles=100, chunk_size=1
         SequenceScores: ``(B,)`` per sequence and per observed time point (NaN for a
         sequence with no observed point, whose per-point score is undefined).
     """
+    chunks = _chunks(num_particles, chunk_size)
     args, B, points = check_program_data(model, x, times, mask)
     total = 0.0
-    for n in _chunks(num_particles, chunk_size):
+    for n in chunks:
         total = total + _log_weights(model, guide, args, B, n).sum(0)
     per_sequence = total / num_particles
     points = points.to(per_sequence)
@@ -84,13 +86,14 @@ def importance_log_likelihood(model, guide, x, times=None, mask=None, num_partic
     with the guide as proposal, drawn in chunks of ``chunk_size`` particles. A lower bound in
     expectation, tighter than the ELBO, tending to :math:`\log p(x)` as :math:`N` grows.
     """
+    chunks = _chunks(num_particles, chunk_size)
     args, B, _ = check_program_data(model, x, times, mask)
-    pieces = [_log_weights(model, guide, args, B, n) for n in _chunks(num_particles, chunk_size)]
+    pieces = [_log_weights(model, guide, args, B, n) for n in chunks]
     return torch.logsumexp(torch.cat(pieces, 0), dim=0) - math.log(num_particles)
 
 
 def _chunks(total, size):
-    if total < 1 or size < 1:
-        raise ValueError(f"num_particles and chunk_size must be >= 1, got {total}, {size}")
+    total = check_integer("num_particles", total, 1)
+    size = check_integer("chunk_size", size, 1)
     full, rest = divmod(total, size)
     return [size] * full + ([rest] if rest else [])

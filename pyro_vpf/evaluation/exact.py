@@ -16,13 +16,13 @@ with the exact transitions of the base for any spacing and :math:`(m_0', P_0')` 
 the start state when :math:`z_0 \sim \mathcal N(m_0, \operatorname{diag} s_0^2)`
 (:meth:`JointStateSpace.start <pyro_vpf.processes.JointStateSpace.start>`). The observed
 entries of :math:`x_k` are Gaussian potentials on :math:`s_k`
-(:func:`~pyro_vpf.distributions.gauss_markov.linear_gaussian_potentials`; a missing entry
+(:func:`~pyro_vpf.distributions.linear_gaussian_potentials`; a missing entry
 has zero precision), and the prior chain conditioned on them
-(:func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_posterior`) is the exact posterior
+(:func:`~pyro_vpf.distributions.gauss_markov_posterior`) is the exact posterior
 as a Gauss--Markov chain: its marginals are the smoother's
-(:func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_marginals`) and, with its mean
+(:func:`~pyro_vpf.distributions.gauss_markov_marginals`) and, with its mean
 path, it gives :math:`\log p(x)`
-(:func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_evidence`). Every step is a
+(:func:`~pyro_vpf.distributions.gauss_markov_evidence`). Every step is a
 parallel scan or batched over time, for any base (multi-dimensional states, noiseless
 blocks), masks, and irregular or per-sequence times. Pyro's
 :class:`~pyro.distributions.GaussianHMM` (:func:`gaussian_hmm`) gives the same likelihood
@@ -39,7 +39,7 @@ from pyro_vpf.distributions.gauss_markov import (
     linear_gaussian_potentials,
 )
 from pyro_vpf.processes import OU, JointStateSpace, psd_root
-from pyro_vpf.validation import check_sequences
+from pyro_vpf.validation import check_integer, check_sequences, check_times
 
 __all__ = ["exact_log_likelihood", "gaussian_hmm", "kalman_log_likelihood",
            "kalman_observation_marginals", "kalman_smoother",
@@ -56,9 +56,10 @@ def linear_gaussian_parameters(model):
     Raises:
         ValueError: if the model has a latent flow or a non-Gaussian likelihood.
     """
-    if getattr(model, "obs_linear", None) is None or len(model.prior.flow.couplings) != 0:
+    flow = getattr(getattr(model, "prior", None), "flow", None)  # none: e.g. a latent SDE
+    if getattr(model, "obs_linear", None) is None or flow is None or len(flow.couplings) != 0:
         raise ValueError(
-            "the exact likelihood needs a linear-Gaussian VPF: "
+            "model: the exact likelihood needs a linear-Gaussian VPF: "
             "VPF(..., num_flow_layers=0, observation='linear_gaussian')"
         )
     prior, obs = model.prior, model.obs_linear
@@ -96,6 +97,12 @@ def gaussian_hmm(model, times, num_sequences):
     :func:`kalman_log_likelihood` instead.
     """
     params = linear_gaussian_parameters(model)
+    num_sequences = check_integer("num_sequences", num_sequences, 1)
+    check_times(times, params["init_loc"])
+    if times.shape[-1] < 2:
+        raise ValueError(f"times must hold at least two points, got {tuple(times.shape)}")
+    if times.dim() == 2 and times.shape[0] != num_sequences:
+        raise ValueError(f"times has {times.shape[0]} rows but num_sequences={num_sequences}")
     A, Q, m0, P0, _, weight, bias = _stacked_model(params, times)
     batch = (num_sequences,)
     A, Q = A.expand(batch + A.shape[-3:]), Q.expand(batch + Q.shape[-3:])
@@ -142,7 +149,7 @@ def _root(cov):
 
 def _conditioned_chain(model, x, times, mask):
     r"""The prior chain of the stacked state and the potentials of the observations, as
-    :func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_posterior` takes them (noise
+    :func:`~pyro_vpf.distributions.gauss_markov_posterior` takes them (noise
     roots by :func:`_root`), with the validated ``(x, mask)``, the observation ``(weight,
     bias, noise)`` of the state and the readout ``(H, mean)``."""
     params = linear_gaussian_parameters(model)
@@ -159,7 +166,7 @@ def kalman_log_likelihood(model, x, times, mask=None):
     r"""Exact :math:`\log p(x_{0:K})` per sequence, masks and irregular times allowed.
 
     The observations are Gaussian potentials on the stacked state
-    (:func:`~pyro_vpf.distributions.gauss_markov.linear_gaussian_potentials`, with
+    (:func:`~pyro_vpf.distributions.linear_gaussian_potentials`, with
     :math:`W = C H` and :math:`C\mu + d` as the offset; a missing channel has zero precision
     and contributes nothing), and the prior chain conditioned on them gives the posterior
     mean path :math:`\hat s` and, in the chain's noise coordinates, the rest of
@@ -172,7 +179,7 @@ def kalman_log_likelihood(model, x, times, mask=None):
           - \tfrac12 \sum_{k=0}^K \big(\lVert \hat\nu_k \rVert^2 + \log\det G_k\big),
 
     an identity that holds at any path and is evaluated at the posterior mean
-    (:func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_evidence`, which defines
+    (:func:`~pyro_vpf.distributions.gauss_markov_evidence`, which defines
     :math:`\hat\nu_k` and :math:`G_k \succeq I`; the noise coordinates keep it finite for a
     base with a noiseless block, whose state path has no density). No loop over time: the
     backward information is a parallel suffix scan and the mean path a parallel linear
@@ -196,7 +203,7 @@ def kalman_smoother(model, x, times, mask=None):
     The prior chain of the stacked state conditioned on the observations' potentials (as in
     :func:`kalman_log_likelihood`) is again a Gauss--Markov chain,
     :math:`s_k \mid s_{k-1}, x \sim \mathcal N(A_k s_{k-1} + b_k, L_k L_k^\top)`
-    (:func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_posterior`), whose marginals
+    (:func:`~pyro_vpf.distributions.gauss_markov_posterior`), whose marginals
     follow the linear recurrences
 
     .. math::
@@ -204,7 +211,7 @@ def kalman_smoother(model, x, times, mask=None):
         m_{k|K} = A_k m_{k-1|K} + b_k, \qquad
         P_{k|K} = A_k P_{k-1|K} A_k^\top + L_k L_k^\top
 
-    (:func:`~pyro_vpf.distributions.gauss_markov.gauss_markov_marginals`, parallel
+    (:func:`~pyro_vpf.distributions.gauss_markov_marginals`, parallel
     scans), read out as :math:`z_k \mid x \sim \mathcal N(\mu + H m_{k|K},
     H P_{k|K} H^\top)`: the Rauch--Tung--Striebel marginals without a loop over time.
     Masks, irregular and per-sequence times as for :func:`kalman_log_likelihood`. The

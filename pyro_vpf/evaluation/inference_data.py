@@ -5,7 +5,7 @@ import torch
 
 from pyro_vpf.evaluation.predictive import posterior_predictive
 from pyro_vpf.times import expand_times
-from pyro_vpf.validation import check_integer, check_sequences
+from pyro_vpf.validation import check_integer, check_program_data
 
 __all__ = ["to_inference_data"]
 
@@ -29,8 +29,10 @@ def to_inference_data(model, guide, x, times, mask=None, num_samples=200):
     check_integer("num_samples", num_samples, 1)
     import arviz as az
 
-    like = next(model.parameters())
-    x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
+    if not hasattr(model, "obs_dim"):
+        raise ValueError(f"model must be a sequence model (with times); {type(model).__name__} "
+                         "has no obs_dim")
+    (x, times, mask), B, _ = check_program_data(model, x, times, mask)
     draws = posterior_predictive(model, guide, x, times, mask, num_samples)
     K1, Dx = x.shape[1:]
     observed = x if mask is None else torch.where(mask, x, torch.full_like(x, float("nan")))

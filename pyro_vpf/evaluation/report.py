@@ -1,10 +1,13 @@
 """One call that scores a fitted model/guide on held-out sequences."""
 
+import numbers
+
 import torch
 
 from pyro_vpf.evaluation.estimators import elbo, importance_log_likelihood
 from pyro_vpf.evaluation.predictive import forecast, posterior_predictive, predictive_coverage
 from pyro_vpf.times import expand_times, select_times
+from pyro_vpf.validation import check_integer, check_program_data
 
 __all__ = ["evaluate_sequences"]
 
@@ -16,7 +19,8 @@ def evaluate_sequences(model, guide, x, times, mask=None, *, num_particles=100,
     * ``elbo_per_point`` and ``iw_per_point``: nats per observed time point;
     * interpolation: a random ``hide_fraction`` of the time points (never the first or last)
       is hidden from the guide, and the posterior predictive is scored there: coverage of
-      the central 50 % / 90 % intervals and the MSE of the predictive mean;
+      the central 50 % / 90 % intervals and the MSE of the predictive mean (when a point was
+      hidden: not with ``hide_fraction=0`` or sequences of two points);
     * forecasting: the guide sees all but each sequence's last ``forecast_points``
       observed points, which are forecast through the prior
       (:func:`~pyro_vpf.evaluation.forecast`, from the sequence's own last visible point):
@@ -29,10 +33,20 @@ def evaluate_sequences(model, guide, x, times, mask=None, *, num_particles=100,
         ``"forecast_rows"`` at ``"forecast_times"`` ``(b, forecast_points)`` (and
         ``"forecast_start"``, the common first index, when every sequence shares it).
     """
+    check_integer("num_particles", num_particles, 1)
+    check_integer("num_samples", num_samples, 1)
+    check_integer("forecast_points", forecast_points, 0)
+    if isinstance(hide_fraction, bool) or not isinstance(hide_fraction, numbers.Real) or not (
+            0 <= hide_fraction <= 1):
+        raise ValueError(f"hide_fraction must be a number in [0, 1], got {hide_fraction!r}")
+    check_program_data(model, x, times, mask)
     g = torch.Generator().manual_seed(seed)
     B, K1, _ = x.shape
     observed = torch.ones(B, K1, dtype=torch.bool, device=x.device) if mask is None else (
         mask if mask.dim() == 2 else mask.all(-1))
+    if not bool(observed.any()):
+        raise ValueError("mask observes no time point in full (every channel): the figures "
+                         "per observed point are undefined")
     out = {
         "elbo_per_point": float(elbo(model, guide, x, times, mask, num_particles=num_particles)
                                 .per_sequence.sum()) / float(observed.sum()),
@@ -45,10 +59,11 @@ def evaluate_sequences(model, guide, x, times, mask=None, *, num_particles=100,
     hidden &= observed
     draws = posterior_predictive(model, guide, x, times, observed & ~hidden, num_samples)["x"]
     target = hidden.unsqueeze(-1).expand_as(x)
-    coverage = predictive_coverage(draws, x, target)
-    out["interpolation_coverage_50"], out["interpolation_coverage_90"] = coverage[0.5], \
-        coverage[0.9]
-    out["interpolation_mse"] = float((draws.mean(0) - x)[target].square().mean())
+    if bool(hidden.any()):  # else there is nothing to score
+        coverage = predictive_coverage(draws, x, target)
+        out["interpolation_coverage_50"], out["interpolation_coverage_90"] = coverage[0.5], \
+            coverage[0.9]
+        out["interpolation_mse"] = float((draws.mean(0) - x)[target].square().mean())
     out["interpolation_draws"], out["hidden"] = draws, hidden
     # forecasting: each sequence's last forecast_points observed points are hidden and
     # forecast from its earlier ones (shared or per-sequence times, ragged panels alike)

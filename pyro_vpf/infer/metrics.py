@@ -4,7 +4,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyro_vpf.times import select_times
-from pyro_vpf.validation import check_program_data, inputs_checked
+from pyro_vpf.validation import check_integer, check_program_data, inputs_checked
 
 __all__ = ["elbo_per_point"]
 
@@ -18,7 +18,13 @@ def elbo_per_point(model, guide, x, times=None, mask=None, num_particles=16, bat
     without gradients. ``elbo`` replaces ``Trace_ELBO`` (e.g. a
     :class:`~pyro_vpf.infer.SDEMatchingELBO` for a latent SDE, with its own particles).
     """
+    num_particles = check_integer("num_particles", num_particles, 1)
+    if batch_size is not None:
+        batch_size = check_integer("batch_size", batch_size, 1)
     args, B, points = check_program_data(model, x, times, mask)
+    if not bool(points.sum() > 0):
+        raise ValueError("mask observes no time point in full (every channel): the ELBO per "
+                         "observed point is undefined")
     step = batch_size or B
     if elbo is None:
         elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=True,
