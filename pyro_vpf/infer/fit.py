@@ -127,8 +127,11 @@ class _Guard:
         return loss
 
     def evaluate(self, svi, step, *args, **kwargs):
-        """The loss and gradients at the current parameters, without an update."""
+        """The loss and gradients at the current parameters, without an update and without
+        changing the modules' buffers (e.g. the time range a time embedding records), so
+        the model and guide stay what the pending checkpoint holds."""
         params = [p for m in (self.model, self.guide) for p in m.parameters()]
+        buffers = [(b, b.clone()) for m in (self.model, self.guide) for b in m.buffers()]
         try:
             loss = self._run(lambda: svi.loss_and_grads(svi.model, svi.guide, *args, **kwargs),
                              step)
@@ -138,6 +141,9 @@ class _Guard:
         finally:
             for p in params:
                 p.grad = None
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
         return loss
 
     def check_parameters(self, step):
