@@ -46,6 +46,7 @@ class GaussianMarginals(Independent):
             # which announces its own deprecation; nothing the caller can act on
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated",
                                     category=DeprecationWarning)
+            query = query.contiguous()  # forward mode writes tangents into its primal
             (loc, scale), (dloc, dscale) = torch.func.jvp(self.marginal, (query,),
                                                           (torch.ones_like(query),))
         return loc, scale, dloc, dscale

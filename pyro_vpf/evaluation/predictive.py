@@ -5,11 +5,18 @@ import torch
 from pyro import poutine
 from pyro.distributions import Normal
 
+from pyro_vpf.data.sequences import SequenceData
 from pyro_vpf.distributions import GaussianMarginals, PosteriorSDE, solve_sde
 from pyro_vpf.evaluation.scores import forecast_scores
 from pyro_vpf.sites import Z0, X, Z
 from pyro_vpf.times import expand_times, last_observed, select_times
-from pyro_vpf.validation import check_integer, check_sequences, check_times, inputs_checked
+from pyro_vpf.validation import (
+    check_integer,
+    check_sequences,
+    check_support,
+    check_times,
+    inputs_checked,
+)
 
 __all__ = [
     "forecast",
@@ -55,6 +62,7 @@ def posterior_predictive(model, guide, x, times, mask=None, num_samples=100):
     _check_sequence_guide(guide)
     like = next(model.parameters())
     x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
+    check_support(model, x, mask)
     with pyro.plate("samples", num_samples, dim=-2), inputs_checked():
         guide_trace = poutine.trace(guide).get_trace(x, times, mask)
         replayed = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
@@ -86,7 +94,11 @@ def interpolate(model, guide, x, times, query_times, mask=None, num_samples=100)
     """
     check_integer("num_samples", num_samples, 1)
     _check_sequence_guide(guide, needs_marginal=True)
-    z = guide.marginal(x, times, query_times, mask).sample((num_samples,))
+    x, times, mask, _ = check_sequences(x, times, mask, obs_dim=model.obs_dim,
+                                        like=next(model.parameters()))
+    check_support(model, x, mask)
+    with inputs_checked():
+        z = guide.marginal(x, times, query_times, mask).sample((num_samples,))
     return _decode(model, z)
 
 
@@ -117,6 +129,7 @@ def forecast(model, guide, x, times, future_times, mask=None, num_samples=100):
     _check_sequence_guide(guide)
     like = next(model.parameters())
     x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
+    check_support(model, x, mask)
     check_times(future_times, like, name="future_times")
     if future_times.dim() == 2 and future_times.shape[0] != B:
         raise ValueError(f"future_times must have shape (F,) or ({B}, F), got "
@@ -175,10 +188,13 @@ def forecast_series(model, guide, history, future_times, *, context=None, num_sa
         torch.Tensor: ``(num_samples, F, Dx)`` in original units.
     """
     check_integer("num_samples", num_samples, 1)
+    if not isinstance(history, SequenceData):
+        raise ValueError("history must be a SequenceData (e.g. split_series(...).history), "
+                         f"got {type(history).__name__}")
     if history.x.dim() != 3 or history.x.shape[0] != 1:
         raise ValueError(f"history must hold one sequence (1, T, Dx), got {tuple(history.x.shape)}")
     T = history.x.shape[1]
-    context = T if context is None else int(context)
+    context = T if context is None else check_integer("context", context, 2)
     if not 2 <= context <= T:
         raise ValueError(f"context must lie in [2, {T}], got {context}")
     times = history.times.reshape(1, -1)[:, T - context:]
@@ -209,13 +225,16 @@ def sample_posterior_sde(model, guide, x, times, query_times, mask=None, num_sam
     Returns:
         tuple: ``(z, x)`` of shapes ``(S, B, Q, Dz)`` and ``(S, B, Q, Dx)``.
     """
+    if not hasattr(getattr(model, "prior", None), "solver_options"):
+        raise ValueError(f"model: sample_posterior_sde solves a latent SDE's posterior SDE; "
+                         f"{type(model).__name__} has no SDE prior (use forecast or "
+                         "posterior_predictive)")
     like = model.prior.init_loc
     x, times, mask, B = check_sequences(x, times, mask, obs_dim=model.obs_dim, like=like)
     check_times(query_times, like, name="query_times")
     if query_times.dim() != 1:
         raise ValueError(f"query_times must be 1-D (Q,), got {tuple(query_times.shape)}")
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
+    check_integer("num_samples", num_samples, 1)
     with inputs_checked():
         marginals = poutine.trace(guide).get_trace(x, times, mask).nodes[Z]["fn"]
     if not isinstance(marginals, GaussianMarginals):
@@ -227,10 +246,31 @@ def sample_posterior_sde(model, guide, x, times, query_times, mask=None, num_sam
     z = z0.unsqueeze(-2)
     if query_times.shape[0] > 1:
         options = {**model.prior.solver_options, **solver_options}
+        if options.get("dt") is None and not options.get("adaptive"):
+            options["dt"] = _stable_step(model.sde, marginals, times, query_times, B)
         path = solve_sde(PosteriorSDE(model.sde, marginals, B), z0.reshape(-1, z0.shape[-1]),
                          query_times, **options)  # (Q, S * B, Dz)
         z = path.movedim(0, 1).reshape(z0.shape[:2] + path.shape[:1] + z0.shape[-1:])
     return z, model.observation_distribution(z).sample()
+
+
+def _stable_step(sde, marginals, times, query_times, num_sequences, max_steps=100_000):
+    r"""An explicit solver step for the posterior SDE: its drift pulls towards the guide's
+    mean at the rate :math:`\lambda = g^2 / (2 s^2)` (:math:`s` the guide's scale), and
+    Euler steps are stable for :math:`\Delta t\,\lambda < 2`. The step is
+    :math:`\min(s^2 / g^2)` (half the bound) over the observation and query times, at most a
+    hundredth of the span (the solver's default) and at least the span over ``max_steps``."""
+    grid = torch.cat([expand_times(times, num_sequences),
+                      query_times.expand(num_sequences, -1)], -1)
+    loc, scale = marginals.marginal(grid)  # (B, G, Dz)
+    every = grid.flatten().unique()
+    every = every[torch.linspace(0, len(every) - 1, min(len(every), 256),
+                                 device=every.device).round().long()]
+    states = loc.reshape(-1, loc.shape[-1])
+    diffusion = torch.stack([sde.diffusion(states, t).amax() for t in every]).amax()
+    span = float(query_times[-1] - query_times[0])
+    step = float((scale.amin() / diffusion).square())
+    return min(span / 100, max(step, span / max_steps))
 
 
 def predictive_coverage(draws, truth, held_out, levels=(0.5, 0.9)):
