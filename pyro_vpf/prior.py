@@ -104,9 +104,7 @@ class PathPrior(ConstrainedParameters):
             ``(num_samples, B, K+1, Dz)``.
         """
         check_times(times, self.init_loc)
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
-        shape = (int(num_samples),) + times.shape[:-1]
+        shape = (check_integer("num_samples", num_samples, 1),) + times.shape[:-1]
         z0 = self.initial_distribution().rsample(shape)
         if times.shape[-1] == 1:
             return z0.unsqueeze(-2)

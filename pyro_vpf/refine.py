@@ -1,10 +1,13 @@
 r"""Latent search: anchored gradient ascent on an exact prior log-density (plus a reward)."""
 
 import math
+import numbers
 from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
+
+from pyro_vpf.validation import check_integer, check_positive
 
 __all__ = ["Refinement", "refine"]
 
@@ -83,16 +86,14 @@ def refine(log_density, z_init, *, steps=10, lr=0.1, anchor=0.1, reward=None, ev
     """
     if not isinstance(z_init, torch.Tensor) or not z_init.is_floating_point():
         raise ValueError("z_init must be a floating-point tensor")
-    if not 0 <= int(event_dim) <= z_init.dim():
+    if check_integer("event_dim", event_dim, 0) > z_init.dim():
         raise ValueError(f"event_dim must lie in [0, {z_init.dim()}], got {event_dim}")
     if not torch.isfinite(z_init).all():
         raise ValueError("z_init contains NaN or infinite values")
-    if int(steps) != steps or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps}")
-    if not lr > 0 or not math.isfinite(lr):
-        raise ValueError(f"lr must be positive and finite, got {lr}")
-    if not anchor >= 0:
-        raise ValueError(f"anchor must be >= 0 (math.inf allowed), got {anchor}")
+    steps = check_integer("steps", steps, 0)
+    lr = check_positive("lr", lr)
+    if isinstance(anchor, bool) or not isinstance(anchor, numbers.Real) or not anchor >= 0:
+        raise ValueError(f"anchor must be a number >= 0 (math.inf allowed), got {anchor!r}")
     if not callable(log_density) or (reward is not None and not callable(reward)):
         raise ValueError("log_density and reward must be callables z -> (*batch)")
     event_dim = int(event_dim)
@@ -117,9 +118,11 @@ def refine(log_density, z_init, *, steps=10, lr=0.1, anchor=0.1, reward=None, ev
     step_size = torch.full(batch, float(lr), dtype=z0.dtype, device=z0.device)
     traces = ([objective], [log_p], [r])
     z = z0
-    if math.isinf(anchor):
-        steps = 0  # the proximal step returns z_init exactly
-    for step in tqdm(range(int(steps)), disable=not progress, desc="refine"):
+    if math.isinf(anchor):  # the proximal step returns z_init exactly: constant traces
+        for trace, value in zip(traces, (objective, log_p, r), strict=True):
+            trace.extend([value] * steps)
+        steps = 0
+    for step in tqdm(range(steps), disable=not progress, desc="refine"):
         eta = step_size.reshape(batch + (1,) * event_dim)
         candidate = (z + eta * grad + 2 * eta * anchor * z0) / (1 + 2 * eta * anchor)
         new = evaluate(candidate)

@@ -12,6 +12,7 @@ from pyro_vpf.data.series import split_series
 from pyro_vpf.evaluation.predictive import forecast_series
 from pyro_vpf.evaluation.scores import forecast_scores
 from pyro_vpf.infer.fit import fit
+from pyro_vpf.validation import check_integer
 
 __all__ = ["backtest"]
 
@@ -70,6 +71,12 @@ def backtest(model_factory, times, values, *, horizon, window, origins=None, num
                          "(model, guide)")
     if not isinstance(times, torch.Tensor) or times.dim() != 1 or times.numel() < 3:
         raise ValueError("times must be a 1-D tensor of at least three times")
+    if not bool(torch.isfinite(times).all()) or not bool((times.diff() > 0).all()):
+        raise ValueError("times must be finite and strictly increasing")
+    check_integer("num_samples", num_samples, 2)  # an interval needs two draws
+    check_integer("seed", seed, 0)
+    if context is not None:
+        check_integer("context", context, 2)
     if isinstance(horizon, bool) or not isinstance(horizon, numbers.Real) or not (
             math.isfinite(horizon) and horizon > 0):
         raise ValueError(f"horizon must be a finite number > 0, got {horizon!r}")

@@ -1,8 +1,12 @@
 r"""Diagnostics of a static model's latent space: active units (posterior collapse)."""
 
+import math
+import numbers
 from typing import NamedTuple
 
 import torch
+
+from pyro_vpf.validation import check_integer
 
 __all__ = ["ActiveUnits", "active_units", "posterior_mean"]
 
@@ -18,13 +22,12 @@ class ActiveUnits(NamedTuple):
 def posterior_mean(guide, x, num_samples=256):
     r""":math:`E_q[z \mid x]` ``(N, Dz)``: exact when the posterior has a closed-form mean
     (the mean-field Gaussian), else the average of ``num_samples`` draws."""
+    num_samples = check_integer("num_samples", num_samples, 1)
     q = guide.posterior(x)
     try:
         return q.mean
     except NotImplementedError:
-        if int(num_samples) < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}") from None
-        return q.sample((int(num_samples),)).mean(0)
+        return q.sample((num_samples,)).mean(0)
 
 
 def active_units(guide, x, threshold=1e-2, num_samples=256):
@@ -48,7 +51,8 @@ def active_units(guide, x, threshold=1e-2, num_samples=256):
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] < 2:
         raise ValueError("x must be a tensor of shape (N, D) with N >= 2")
-    if not threshold >= 0:
-        raise ValueError(f"threshold must be >= 0, got {threshold}")
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
+            math.isfinite(threshold) and threshold >= 0):
+        raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
     variance = posterior_mean(guide, x, num_samples).var(0)
     return ActiveUnits(int((variance > threshold).sum()), variance)
