@@ -221,7 +221,8 @@ def check_program_data(model, x, times=None, mask=None):
 
     Returns:
         tuple: ``(args, num_items, points)``, with ``points`` ``(N,)`` the observed time
-        points of each sequence (1 per data point of a static model).
+        points of each sequence, those with at least one observed entry (1 per data point of
+        a static model): what every "per observed point" figure divides by.
     """
     like = next(model.parameters())
     if hasattr(model, "data_dim"):
@@ -240,5 +241,5 @@ def check_program_data(model, x, times=None, mask=None):
     if mask is None:
         points = torch.full((B,), float(x.shape[1]), dtype=x.dtype, device=x.device)
     else:
-        points = mask.all(-1).sum(-1).to(x.dtype)
+        points = mask.any(-1).sum(-1).to(x.dtype)  # points with at least one observed entry
     return (x, times, mask), B, points

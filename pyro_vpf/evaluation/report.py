@@ -39,20 +39,20 @@ def evaluate_sequences(model, guide, x, times, mask=None, *, num_particles=100,
     if isinstance(hide_fraction, bool) or not isinstance(hide_fraction, numbers.Real) or not (
             0 <= hide_fraction <= 1):
         raise ValueError(f"hide_fraction must be a number in [0, 1], got {hide_fraction!r}")
-    check_program_data(model, x, times, mask)
+    points = float(check_program_data(model, x, times, mask)[2].sum())
+    if not points > 0:
+        raise ValueError("mask marks no entry observed: the figures per observed point are "
+                         "undefined")
     g = torch.Generator().manual_seed(seed)
     B, K1, _ = x.shape
+    # the points observed in full: the ones to hide and to forecast
     observed = torch.ones(B, K1, dtype=torch.bool, device=x.device) if mask is None else (
         mask if mask.dim() == 2 else mask.all(-1))
-    if not bool(observed.any()):
-        raise ValueError("mask observes no time point in full (every channel): the figures "
-                         "per observed point are undefined")
     out = {
         "elbo_per_point": float(elbo(model, guide, x, times, mask, num_particles=num_particles)
-                                .per_sequence.sum()) / float(observed.sum()),
+                                .per_sequence.sum()) / points,
         "iw_per_point": float(importance_log_likelihood(
-            model, guide, x, times, mask, num_particles=num_particles).sum())
-        / float(observed.sum()),
+            model, guide, x, times, mask, num_particles=num_particles).sum()) / points,
     }
     hidden = torch.rand(B, K1, generator=g).to(x.device) < hide_fraction
     hidden[:, 0] = hidden[:, -1] = False

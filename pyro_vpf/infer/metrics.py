@@ -23,8 +23,8 @@ def elbo_per_point(model, guide, x, times=None, mask=None, num_particles=16, bat
         batch_size = check_integer("batch_size", batch_size, 1)
     args, B, points = check_program_data(model, x, times, mask)
     if not bool(points.sum() > 0):
-        raise ValueError("mask observes no time point in full (every channel): the ELBO per "
-                         "observed point is undefined")
+        raise ValueError("mask marks no entry observed: the ELBO per observed point is "
+                         "undefined")
     step = batch_size or B
     if elbo is None:
         elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=True,
