@@ -1,5 +1,8 @@
 r"""Amortised guides for static latent-variable models (:class:`~pyro_vpf.models.FlowVAE`)."""
 
+import math
+import numbers
+
 import pyro
 from pyro import poutine
 from pyro.distributions import Normal, TransformedDistribution
@@ -9,7 +12,7 @@ from pyro_vpf.nn import MLP
 from pyro_vpf.params import register
 from pyro_vpf.sites import DATA, Z
 from pyro_vpf.transforms import ConditionalFlow
-from pyro_vpf.validation import check_vectors, program_checks_values
+from pyro_vpf.validation import check_integer, check_vectors, program_checks_values
 
 __all__ = ["ConditionalFlowGuide", "GaussianEncoderGuide"]
 
@@ -35,6 +38,13 @@ class GaussianEncoderGuide(nn.Module):
     def __init__(self, data_dim, latent_dim=2, hidden_dim=128, encoder_layers=2,
                  min_scale=1e-4):
         super().__init__()
+        data_dim = check_integer("data_dim", data_dim, 1)
+        latent_dim = check_integer("latent_dim", latent_dim, 1)
+        check_integer("hidden_dim", hidden_dim, 1)
+        check_integer("encoder_layers", encoder_layers, 1)
+        if isinstance(min_scale, bool) or not isinstance(min_scale, numbers.Real) or not (
+                math.isfinite(min_scale) and min_scale >= 0):
+            raise ValueError(f"min_scale must be a finite number >= 0, got {min_scale!r}")
         self.data_dim, self.latent_dim, self.min_scale = data_dim, latent_dim, min_scale
         self.encoder = MLP(data_dim, hidden_dim, 2 * latent_dim, encoder_layers)
 

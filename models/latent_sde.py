@@ -142,6 +142,12 @@ class LatentSDEPrior(PathPrior):
         super().__init__(latent_dim)
         if method not in SDE_METHODS:
             raise ValueError(f"method must be one of {sorted(SDE_METHODS)}, got {method!r}")
+        if dt is not None:
+            dt = check_positive("dt", dt)
+        sde_dim = getattr(sde, "latent_dim", latent_dim)
+        if sde_dim != latent_dim:
+            raise ValueError(f"latent_dim={latent_dim} but the sde evolves {sde_dim} "
+                             "coordinates")
         self.sde = sde
         self.solver_options = {"method": method, "dt": dt, "adaptive": adaptive, "rtol": rtol,
                                "atol": atol}

@@ -27,6 +27,16 @@ def posterior_drift(eps, scale, dloc, dscale, diffusion, diffusion_sq_grad=None)
         diffusion: :math:`g(z, t)`; diffusion_sq_grad: :math:`\partial_{z_i} g_i^2`
             (``None`` for state-independent diffusion).
     """
+    named = (("scale", scale), ("dloc", dloc), ("dscale", dscale), ("diffusion", diffusion),
+             ("diffusion_sq_grad", diffusion_sq_grad))
+    for name, value in named:
+        if value is None:
+            continue
+        try:
+            torch.broadcast_shapes(eps.shape, value.shape)
+        except RuntimeError:
+            raise ValueError(f"{name} of shape {tuple(value.shape)} does not broadcast with eps "
+                             f"of shape {tuple(eps.shape)}") from None
     drift = dloc + dscale * eps - 0.5 * diffusion.square() * eps / scale
     if diffusion_sq_grad is not None:
         drift = drift + 0.5 * diffusion_sq_grad

@@ -146,12 +146,12 @@ def is_lightning_checkpoint(state):
     return "state_dict" in state and "pytorch-lightning_version" in state
 
 
-def _load_lightning_state(state, model, guide):
+def _load_lightning_state(state, model, guide, path):
     """Model, guide and history of a checkpoint of an ``SVIModule`` (Lightning's format)."""
     weights = state["state_dict"]
     for prefix, module in (("model.", model), ("guide.", guide)):
-        module.load_state_dict({name[len(prefix):]: value for name, value in weights.items()
-                                if name.startswith(prefix)})
+        _load_module(module, {name[len(prefix):]: value for name, value in weights.items()
+                              if name.startswith(prefix)}, path, prefix[:-1])
     extra = weights.get("_extra_state", {})
     return state["global_step"], FitHistory(**extra.get("history", {})), extra.get("config", {})
 
@@ -181,17 +181,28 @@ def with_learning_rate(optimizer_state, lr):
             for name, state in optimizer_state.items()}
 
 
+def _load_module(module, weights, path, role):
+    """``module.load_state_dict(weights)``, with a ``ValueError`` naming the file and the
+    module when the checkpoint was written for another architecture."""
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ValueError(f"{path} holds a {role} of another architecture than the "
+                         f"{type(module).__name__} given (build it with the settings of the "
+                         f"run that wrote the file): {err}") from err
+
+
 def restore(state, path, model, guide, optimizer=None):
     store = pyro.get_param_store()
     if is_lightning_checkpoint(state):
         if optimizer is not None:
             raise ValueError(f"{path} was written by fit_distributed (a Lightning checkpoint):"
                              " resume it with fit_distributed(..., resume=path)")
-        loaded = _load_lightning_state(state, model, guide)
+        loaded = _load_lightning_state(state, model, guide, path)
         _drop_module_params(store)
         return loaded
-    model.load_state_dict(state["model"])
-    guide.load_state_dict(state["guide"])
+    _load_module(model, state["model"], path, "model")
+    _load_module(guide, state["guide"], path, "guide")
     _drop_module_params(store)
     for name, value in state["param_store"]["params"].items():
         store[name] = value

@@ -9,6 +9,7 @@ from pyro.util import check_model_guide_match, check_site_shape, warn_if_nan
 
 from pyro_vpf.distributions import GaussianMarginals, SDEPath, posterior_drift
 from pyro_vpf.sites import Z
+from pyro_vpf.validation import check_integer
 
 __all__ = ["SDEMatchingELBO", "posterior_drift"]  # posterior_drift: re-exported
 
@@ -56,9 +57,8 @@ class SDEMatchingELBO(ELBO):
 
     def __init__(self, num_particles=1, num_time_samples=16, stratified=True, path_site=Z,
                  max_plate_nesting=1, **kwargs):
-        if int(num_time_samples) < 1:
-            raise ValueError(f"num_time_samples must be a positive integer, "
-                             f"got {num_time_samples}")
+        num_time_samples = check_integer("num_time_samples", num_time_samples, 1)
+        check_integer("num_particles", num_particles, 1)
         if kwargs.get("vectorize_particles"):
             raise ValueError("SDEMatchingELBO draws its particles one after another "
                              "(vectorize_particles=False)")
