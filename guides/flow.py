@@ -28,8 +28,8 @@ class FlowGuide(SequenceGuide):
             + \log\left|\det \frac{\partial h^{-1}(z_k; m_k)}{\partial z_k}\right|.
 
     The flow starts near the identity, so an untrained flow guide is close to the affine
-    guide. Because :math:`m, s` are functions of continuous time, :meth:`marginal` gives
-    :math:`q(z(t) \mid x)` at any time.
+    guide. Because :math:`m, s` are functions of continuous time,
+    :meth:`~pyro_vpf.guides.SequenceGuide.marginal` gives :math:`q(z(t) \mid x)` at any time.
 
     Same call signature and sites as the other guides.
 

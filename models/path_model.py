@@ -18,8 +18,9 @@ LIKELIHOODS = ("flow", "linear_gaussian")
 
 def make_likelihood(observation, obs_dim, latent_dim, *, num_flow_layers=6, hidden_dim=128,
                     conditioner_layers=1):
-    """The likelihood called ``observation``: ``"flow"`` (a :class:`FlowLikelihood`) or
-    ``"linear_gaussian"`` (a :class:`LinearGaussianLikelihood`)."""
+    """The likelihood called ``observation``: ``"flow"`` (a
+    :class:`~pyro_vpf.models.likelihoods.FlowLikelihood`) or ``"linear_gaussian"`` (a
+    :class:`~pyro_vpf.models.likelihoods.LinearGaussianLikelihood`)."""
     if observation == "flow":
         return FlowLikelihood(obs_dim, latent_dim, num_flow_layers, hidden_dim,
                               conditioner_layers)
@@ -54,12 +55,13 @@ class LikelihoodMixin:
 
     @property
     def obs_flow(self):
-        """The observation flow of a :class:`FlowLikelihood` (else ``None``)."""
+        """The observation flow of a
+        :class:`~pyro_vpf.models.likelihoods.FlowLikelihood` (else ``None``)."""
         return self.likelihood.flow if isinstance(self.likelihood, FlowLikelihood) else None
 
     @property
     def obs_linear(self):
-        """The :class:`LinearGaussianLikelihood` (else ``None``)."""
+        """The :class:`~pyro_vpf.models.likelihoods.LinearGaussianLikelihood` (else ``None``)."""
         return self.likelihood if type(self.likelihood) is LinearGaussianLikelihood else None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

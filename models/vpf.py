@@ -22,7 +22,7 @@ class VPF(PathModel):
         x_k &= g(u_k; z_k), \quad u_k \sim \mathcal N(0, I), \qquad k = 0, \dots, K,
 
     with :math:`f_t` a :class:`~pyro_vpf.transforms.TimeConditionedFlow` and :math:`g` a
-    :class:`~pyro_vpf.transforms.ConditionalObservationFlow` (DESIGN §2). Sample sites
+    :class:`~pyro_vpf.transforms.ConditionalObservationFlow`. Sample sites
     (:mod:`pyro_vpf.sites`): ``"z0"`` (event ``(Dz,)``), ``"z"`` (event ``(K, Dz)``, a
     ``TransformedDistribution`` of the base path: :class:`~pyro_vpf.distributions.OUPath` by
     default, :class:`~pyro_vpf.distributions.ProcessPath` for another ``base``) and ``"x"``
@@ -73,16 +73,17 @@ class VPF(PathModel):
                      reward=None, backtrack=True):
         r"""Latent paths and observations at any increasing ``times`` ``(K+1,)``.
 
-        One pass, no loop over time: :meth:`LatentPathPrior.sample
-        <pyro_vpf.prior.LatentPathPrior.sample>` for :math:`z`, then :math:`x_k = g(u_k; z_k)`
+        One pass, no loop over time: :meth:`PathPrior.sample
+        <pyro_vpf.prior.PathPrior.sample>` for :math:`z`, then :math:`x_k = g(u_k; z_k)`
         with fresh noise :math:`u_k \sim \mathcal N(0, I)` (real observation noise).
 
         With ``refine_steps > 0`` the paths are refined before decoding
         (:func:`~pyro_vpf.refine.refine`, ``event_dim=2``): anchored gradient ascent on the
         exact path density :math:`\log p(z_0) + \log p(z_{1:K} \mid z_0)` at ``times`` plus
         ``reward(z)`` (``z (num_samples, K+1, Dz) -> (num_samples,)``, e.g. a score of
-        :meth:`decode`), with anchor :math:`\lambda` = ``anchor``. Call
-        :func:`~pyro_vpf.refine.refine` with ``self.prior.log_prob`` directly for the traces.
+        :meth:`~pyro_vpf.models.path_model.LikelihoodMixin.decode`), with anchor
+        :math:`\lambda` = ``anchor``. Call :func:`~pyro_vpf.refine.refine` with
+        ``self.prior.log_prob`` directly for the traces.
 
         Returns:
             tuple: ``(z, x)`` of shapes ``(num_samples, K+1, Dz)`` and

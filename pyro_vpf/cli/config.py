@@ -8,7 +8,7 @@ import torch
 
 __all__ = ["MODELS", "SMOOTHING_BASES", "TrainConfig", "build", "load_data", "make_elbo"]
 
-#: the models a run can train: the VPF and the latent neural SDE
+#: The models a run can train (the VPF and the latent neural SDE).
 MODELS = ("vpf", "sde")
 
 
@@ -114,8 +114,8 @@ def load_data(config):
     return train.to(device), test.to(device)
 
 
-#: bases that need the Markov guide: with independent marginals (affine, flow guides) their
-#: trained priors' draws are far from the data (matern32, matern52, trend+cycle measured)
+#: The bases that need the Markov guide. With independent marginals (affine, flow guides) their
+#: trained priors' draws are far from the data (measured for matern32, matern52, trend+cycle).
 SMOOTHING_BASES = ("matern32", "matern52", "matern32+ou", "trend+cycle")
 
 

@@ -25,7 +25,7 @@ def _paths(out_dir):
              "summary.json")}
 
 
-#: the settings that fix the shapes of a run's model and guide: a resumed run must keep them
+#: The settings that fix the shapes of a run's model and guide; a resumed run must keep them.
 ARCHITECTURE = ("model", "likelihood", "latent_dim", "hidden_dim", "num_flow_layers",
                 "num_obs_flow_layers", "conditioner_layers", "base", "guide")
 

@@ -115,11 +115,11 @@ class SequenceData:
         r"""Standardise every channel: :math:`x' = (x - \mu) / \sigma`.
 
         With no arguments :math:`\mu, \sigma` are the mean and sample standard deviation of
-        the *observed* entries (:func:`channel_statistics`); pass ``loc`` and ``scale``
-        (``(Dx,)``, e.g. a training set's ``data.loc`` and ``data.scale``) to apply other
-        statistics. Unobserved entries stay the placeholder 0. The result's
-        :meth:`unstandardise` maps back to the original units, also when this data was
-        standardised already (the two maps compose).
+        the *observed* entries (:func:`~pyro_vpf.data.sequences.channel_statistics`); pass
+        ``loc`` and ``scale`` (``(Dx,)``, e.g. a training set's ``data.loc`` and
+        ``data.scale``) to apply other statistics. Unobserved entries stay the placeholder 0.
+        The result's :meth:`unstandardise` maps back to the original units, also when this
+        data was standardised already (the two maps compose).
 
         Returns:
             SequenceData: a new container; this one is unchanged.

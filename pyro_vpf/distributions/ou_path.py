@@ -96,7 +96,7 @@ class OUPath(TorchDistribution):
             dtypes and devices are always checked.
 
     ``event_shape == (K, D)``; ``batch_shape`` is the broadcast of the batch dimensions of
-    all arguments. The long-run mean is stored as :attr:`loc`; :attr:`mean` and
+    all arguments. The long-run mean is stored as ``loc``; :attr:`mean` and
     :attr:`variance` are the moments of the path given :math:`y_0`.
 
     Example:
@@ -188,7 +188,8 @@ class OUPath(TorchDistribution):
 
     @property
     def variance(self):
-        r"""Path variance given y_0: :math:`\sigma^2(1 - e^{-2\kappa(t_k-t_0)})/(2\kappa)`."""
+        r"""The path's variance given :math:`y_0`,
+        :math:`\sigma^2(1 - e^{-2\kappa(t_k-t_0)})/(2\kappa)`."""
         elapsed = (self.times[..., 1:] - self.times[..., :1]).unsqueeze(-1)
         rate = self.rate.unsqueeze(-2)
         var = self.scale.unsqueeze(-2).square() * (-torch.expm1(-2 * rate * elapsed)) / (2 * rate)

@@ -51,9 +51,9 @@ def solve_sde(sde, z0, times, *, method="euler", dt=None, adaptive=False, rtol=1
 
     Every interval between consecutive output times is split into
     :math:`\lceil \Delta t_k / dt \rceil` equal steps (an interval up to 0.1 % longer than
-    ``dt`` is one step), and runs of equal intervals are solved by
-    one ``torchsde.sdeint`` call on an exact integer clock (:class:`_TimeChanged`), so the
-    outputs are solver states, never interpolations (a uniform grid is a single call;
+    ``dt`` is one step), and runs of equal intervals are solved by one ``torchsde.sdeint``
+    call on an exact integer clock (the SDE rescaled in time so that each step is one unit),
+    so the outputs are solver states, never interpolations (a uniform grid is a single call;
     irregular grids cost one call per interval). With ``adaptive=True`` ``torchsde`` chooses
     the steps (``rtol``, ``atol``) and interpolates linearly to the outputs between accepted
     steps.
@@ -112,7 +112,7 @@ class SDEPath(TorchDistribution):
 
     A nonlinear SDE has no closed-form transition density, so :meth:`log_prob` raises:
     latent SDE models are trained with :class:`~pyro_vpf.infer.SDEMatchingELBO`, which needs
-    only the drift and diffusion (:attr:`sde`) and never evaluates a path density.
+    only the drift and diffusion (the ``sde`` attribute) and never evaluates a path density.
 
     Args:
         z0 (torch.Tensor): ``(..., Dz)``.

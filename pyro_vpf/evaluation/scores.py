@@ -3,7 +3,7 @@ r"""Scores of a sample forecast against observations: point errors, CRPS and int
 :func:`forecast_scores` summarises how well predictive draws ``samples`` ``(S, ...)`` forecast
 observations ``y`` ``(...)`` over the entries selected by a boolean mask: the squared error of
 the predictive mean, the absolute error of the predictive median, the ensemble CRPS
-(:func:`~pyro_vpf.evaluation.distances.crps_ensemble`) and, for each central interval level,
+(:func:`~pyro_vpf.evaluation.crps_ensemble`) and, for each central interval level,
 the share of observations inside the interval and its mean width.
 """
 
@@ -66,7 +66,7 @@ def forecast_scores(samples, y, mask=None, levels=(0.5, 0.9)):
     where :math:`\bar{x}_i` is the predictive **mean** (the point forecast that minimises the
     expected squared error), :math:`\tilde{x}_i` the predictive **median** (the point forecast
     that minimises the expected absolute error) and :math:`\widehat{\mathrm{CRPS}}_i` the fair
-    ensemble CRPS of :func:`~pyro_vpf.evaluation.distances.crps_ensemble`. For each level
+    ensemble CRPS of :func:`~pyro_vpf.evaluation.crps_ensemble`. For each level
     :math:`\alpha`, the central interval is :math:`[q_{(1-\alpha)/2}, q_{(1+\alpha)/2}]`, with
     :math:`q_p` the sample quantiles of the members (``pyro.ops.stats.quantile`` and ``pi``:
     linear interpolation between order statistics, as :func:`torch.quantile`; the median is

@@ -493,12 +493,13 @@ def fit_distributed(model, guide, x, times=None, mask=None, *, num_steps=1000, b
         batch_size (int): the global batch per step (as in ``fit``), split evenly over the
             processes; a multiple of ``devices * num_nodes`` in ``[1, N]``. Default: all
             sequences, rounded down to such a multiple.
-        lr, clip_norm, lr_decay, num_particles, vectorize_particles, elbo, beta,
-            kl_anneal_steps, kl_start: as for :func:`~pyro_vpf.infer.fit`.
+        lr, clip_norm, lr_decay, num_particles, vectorize_particles: as for
+            :func:`~pyro_vpf.infer.fit`.
+        elbo, beta, kl_anneal_steps, kl_start: as for :func:`~pyro_vpf.infer.fit`.
         devices (int): processes per node (GPUs, or CPU processes with
             ``accelerator="cpu"``).
         num_nodes (int): nodes (launched by ``torchrun`` or SLURM's ``srun``; see the
-            README).
+            documentation's "Scaling out" page, ``docs/guide/scaling.md``).
         strategy (str or lightning Strategy): ``"ddp"``, ``"ddp_spawn"``, ... (one process:
             ``"ddp"`` falls back to a plain single-device run).
         accelerator (str): ``"auto"``, ``"cpu"``, ``"gpu"``, ...

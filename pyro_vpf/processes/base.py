@@ -121,7 +121,7 @@ class LTIProcess(ConstrainedParameters):
 
     @property
     def batch_shape(self):
-        """The broadcast shape of the parameters' batch dimensions: ``()`` or ``(D,)``."""
+        """The broadcast shape of the parameters' batch dimensions, ``()`` or ``(D,)``."""
         shapes = []
         for name in self.constrained_names():
             raw = self.unconstrained(name)

@@ -20,9 +20,9 @@ ONE Brownian motion (Harms & Stefanovits, 2019, *Stoch. Proc. Appl.* 129(4); Dae
 
 with fixed rates :math:`\gamma_m` and the weights :math:`\omega(H)` that minimise the mean
 :math:`L^2` error :math:`\mathbb E\int_0^T (B^H(t) - \sum_m \omega_m Y_m(t))^2 dt`
-(:func:`fbm_weights`). :class:`MarkovFBM` is that process as an :class:`LTIProcess`, with a
-learnable Hurst index: the weights are a differentiable function of :math:`H` through
-:func:`regularized_gammainc`.
+(:func:`fbm_weights`). :class:`~pyro_vpf.processes.MarkovFBM` is that process as an
+:class:`~pyro_vpf.processes.LTIProcess`, with a learnable Hurst index: the weights are a
+differentiable function of :math:`H` through :func:`regularized_gammainc`.
 """
 
 import math
@@ -204,7 +204,8 @@ class MarkovFBM(LTIProcess):
     (Harms & Stefanovits, 2019; Daems et al., ICLR 2024).
 
     The path is a constant level :math:`c` plus :math:`\sigma` times the approximate fBM of
-    :func:`fbm_weights` on the rates of :func:`geometric_rates`:
+    :func:`~pyro_vpf.processes.fbm.fbm_weights` on the rates of
+    :func:`~pyro_vpf.processes.fbm.geometric_rates`:
 
     .. math::
 
@@ -238,7 +239,7 @@ class MarkovFBM(LTIProcess):
     for the horizon :math:`T` (``time_scale``): beyond it the slowest states revert and the
     variance grows more slowly than :math:`t^{2H}`; below :math:`1/\gamma_M` the path is
     locally Brownian. The Hurst index is learnable: the weights are differentiable in
-    :math:`H` (:func:`regularized_gammainc`).
+    :math:`H` (:func:`~pyro_vpf.processes.fbm.regularized_gammainc`).
 
     Args:
         hurst (float or torch.Tensor): :math:`H \in (0, 1)`, learned.
@@ -252,7 +253,8 @@ class MarkovFBM(LTIProcess):
             deviation of the level (fixed: a path given its first value does not depend on
             it).
         rates (torch.Tensor, optional): ``(M,)`` positive rates overriding
-            :func:`geometric_rates` (``num_components`` must then equal ``M``).
+            :func:`~pyro_vpf.processes.fbm.geometric_rates` (``num_components`` must then
+            equal ``M``).
 
     Raises:
         ValueError: ``hurst`` outside :math:`(0, 1)`, ``num_components`` not an integer
@@ -314,7 +316,7 @@ class MarkovFBM(LTIProcess):
 
     @property
     def weights(self):
-        r""":math:`\omega(H)`, ``(*batch, M)`` (:func:`fbm_weights`)."""
+        r""":math:`\omega(H)`, ``(*batch, M)`` (:func:`~pyro_vpf.processes.fbm.fbm_weights`)."""
         hurst, _, _ = self._parameters_broadcast()
         return fbm_weights(hurst, self.rates, self.time_scale).to(hurst.dtype)
 

@@ -74,9 +74,10 @@ class Matern(LTIProcess):
             -\binom{p+1}{0}\lambda^{p+1} & \cdots & -\binom{p+1}{p}\lambda \end{bmatrix},
 
     started from the stationary covariance :math:`P_\infty`; paths are :math:`p` times
-    differentiable. The transition :math:`(A, Q)` is in closed form (:func:`_polynomial_tables`),
-    accurate entry by entry down to gaps of :math:`10^{-6}\ell`, where Van Loan's matrix
-    exponential would lose the :math:`O(\Delta^{2p+1})` readout variance to rounding.
+    differentiable. The transition :math:`(A, Q)` is in closed form (polynomials in
+    :math:`\lambda\Delta` times :math:`e^{-\lambda\Delta}`), accurate entry by entry down to
+    gaps of :math:`10^{-6}\ell`, where Van Loan's matrix exponential would lose the
+    :math:`O(\Delta^{2p+1})` readout variance to rounding.
 
     Args:
         nu (float): 0.5, 1.5 or 2.5.

@@ -42,7 +42,7 @@ class Oscillator(LTIProcess):
     :math:`\gamma \to 0` the cycle keeps its phase for longer; ``periodic=True`` is the limit
     :math:`\gamma = 0`: an exactly periodic season of known frequency (not learned) with random
     amplitudes and phases, fixed along the path. It has no noise, so it is
-    :attr:`deterministic` and needs a noisy process beside it in a
+    ``deterministic`` and needs a noisy process beside it in a
     :class:`~pyro_vpf.processes.Sum` (a trend, an OU) to make a base.
 
     Args:

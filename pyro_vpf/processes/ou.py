@@ -1,4 +1,4 @@
-r"""The Ornstein--Uhlenbeck process: the base of the VPF of DESIGN §2."""
+r"""The Ornstein--Uhlenbeck process: the default base of the VPF's latent path."""
 
 import torch
 
