@@ -7,6 +7,7 @@ from pyro_vpf.guides.base import SequenceGuide
 
 from pyro_vpf.sites import Z0, Z
 from pyro_vpf.transforms import ConditionalFlow
+from pyro_vpf.validation import check_integer
 
 __all__ = ["FlowGuide"]
 
@@ -48,6 +49,7 @@ class FlowGuide(SequenceGuide):
                  flow_hidden_dim=None, log_scale_bound=3.0, min_scale=1e-4):
         super().__init__(obs_dim, latent_dim)
         self.affine = AffineGuide(obs_dim, latent_dim, hidden_dim, window, min_scale)
+        check_integer("num_flow_layers", num_flow_layers, 0)
         self.flow = ConditionalFlow(latent_dim, latent_dim, num_flow_layers,
                                     flow_hidden_dim or hidden_dim,
                                     log_scale_bound=log_scale_bound)

@@ -8,7 +8,12 @@ from pyro_vpf.params import register
 from pyro_vpf.plates import sequence_plate
 from pyro_vpf.prior import PathPrior
 from pyro_vpf.sites import X
-from pyro_vpf.validation import check_sequences, check_times, program_checks_values
+from pyro_vpf.validation import (
+    check_sequences,
+    check_support,
+    check_times,
+    program_checks_values,
+)
 
 __all__ = ["LikelihoodMixin", "PathModel", "make_likelihood"]
 
@@ -131,10 +136,12 @@ class PathModel(LikelihoodMixin, nn.Module):
             num_sequences: ``B`` when sampling (``x=None``) with shared times.
             kl_weight: :math:`\\beta` scaling the latent sites (KL annealing).
         """
+        values = program_checks_values()
         x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim,
                                             like=self.prior.init_loc,
-                                            num_sequences=num_sequences,
-                                            values=program_checks_values())
+                                            num_sequences=num_sequences, values=values)
+        if values:
+            check_support(self, x, mask)
         register(self, self.name)
         with sequence_plate(x, times, mask, B, batch_size) as (xb, tb, mb):
             z = self.prior.pyro_sample(tb, kl_weight)

@@ -4,7 +4,7 @@ from pyro_vpf.models.path_model import PathModel, make_likelihood
 
 from pyro_vpf.prior import LatentPathPrior
 from pyro_vpf.refine import refine
-from pyro_vpf.validation import check_times
+from pyro_vpf.validation import check_integer, check_positive, check_times
 
 __all__ = ["VPF"]
 
@@ -89,8 +89,9 @@ class VPF(PathModel):
             tuple: ``(z, x)`` of shapes ``(num_samples, K+1, Dz)`` and
             ``(num_samples, K+1, Dx)``.
         """
-        if not refine_steps:
+        if check_integer("refine_steps", refine_steps, 0) == 0:
             return super().sample_prior(times, num_samples)
+        check_positive("refine_lr", refine_lr)
         check_times(times, self.prior.init_loc)
         if times.dim() != 1:
             raise ValueError(f"times must be 1-D (K+1,), got {tuple(times.shape)}")

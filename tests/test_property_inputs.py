@@ -13,9 +13,8 @@ the static model :class:`FlowVAE` with its guides and diagnostics, and both trai
 invalid data or settings before they take a step or write a file.
 
 A message "names the argument" when the argument's name appears in it as a whole word
-(:func:`_names`: ``times`` is not named by ``future_times``). Defects found outside the files
-this module may change are kept as strict ``xfail`` cases of
-:func:`test_known_defects_still_misbehave`, each with where it lies.
+(:func:`_names`: ``times`` is not named by ``future_times``). Inputs that once broke the
+contract stay as cases of :func:`test_former_defects_stay_fixed`, each with where it lay.
 """
 
 import contextlib
@@ -1692,8 +1691,8 @@ def _load_into_another_architecture(tmp_dir):
     _assert_value_error("model", "load_checkpoint", load_checkpoint, path, other, guide)
 
 
-#: id -> (where the defect lies, a check that fails while it is there)
-KNOWN_DEFECTS = {
+#: id -> (where the defect lay, a check of the contract it broke)
+FORMER_DEFECTS = {
     "posterior_predictive names no x for data outside the support": (
         "pyro_vpf/evaluation/predictive.py (check_sequences only; Pyro's own message)",
         _support_case("posterior_predictive")),
@@ -1822,8 +1821,8 @@ KNOWN_DEFECTS = {
         "first step; fit_distributed alike, pyro_vpf/infer/lightning.py)",
         _fit_no_whole_point),
 }
-#: the known defects that need a scratch directory
-KNOWN_DEFECTS_WITH_FILES = {
+#: the former defects that need a scratch directory
+FORMER_DEFECTS_WITH_FILES = {
     "fit's final checkpoint misses the last evaluation's buffer updates": (
         "pyro_vpf/infer/fit.py: after save_checkpoint at the last step, guard.evaluate runs the"
         " model on a new subsample, which moves the time embedding's time_min/time_max buffers"
@@ -1847,77 +1846,14 @@ def _scratch_directory(path):
         os.chdir(previous)
 
 
-#: how each known defect fails the contract: AssertionError (no error, or an error that does
-#: not name the argument) unless given here
-KNOWN_FAILURES = {
-    "a latent SDE with a fixed dt cannot forecast far ahead": RecursionError,
-    "active_units raises TypeError for a threshold string": TypeError,
-    "backtest raises TypeError for a seed string": TypeError,
-    "refine raises TypeError for an lr string": TypeError,
-    "forecast_series of a tensor raises AttributeError": AttributeError,
-    "sample_posterior_sde of a VPF raises AttributeError": AttributeError,
-    "load_checkpoint into another architecture raises RuntimeError": RuntimeError,
-    "posterior_drift raises RuntimeError for mismatched shapes": RuntimeError,
-    "sample_posterior_sde fails for two sequences": RuntimeError,
-    "sample_posterior_sde diverges with the default dt": ValueError,
-}
-
-
-#: the cases whose defect is still there (strict xfail: a fix turns the case into a pass,
-#: and then it must leave this set and stay fixed)
-FIXED = {
-    "ConditionalFlowGuide calls latent_dim out_dim",
-    "GaussianEncoderGuide calls data_dim in_dim",
-    "GaussianEncoderGuide takes a negative min_scale",
-    "LatentSDE takes dt=0",
-    "LatentSDEPrior takes an sde of another latent_dim",
-    "SDEMatchingELBO takes num_particles=0",
-    "SDEMatchingELBO truncates a fractional num_time_samples",
-    "active_units raises TypeError for a threshold string",
-    "backtest calls num_samples=1 samples",
-    "backtest names no times for decreasing times",
-    "backtest raises TypeError for a seed string",
-    "backtest reads context=0 as the window",
-    "fit divides by zero when no time point is observed whole",
-    "fit's final checkpoint misses the last evaluation's buffer updates",
-    "forecast accepts data outside the support",
-    "forecast_series of a tensor raises AttributeError",
-    "forecast_series truncates a fractional context",
-    "interpolate accepts data outside the support",
-    "load_checkpoint into another architecture raises RuntimeError",
-    "posterior_drift raises RuntimeError for mismatched shapes",
-    "posterior_mean truncates a fractional num_samples",
-    "posterior_predictive names no x for data outside the support",
-    "prior samples truncate a fractional num_samples",
-    "refine raises TypeError for an lr string",
-    "refine takes steps=True",
-    "refine truncates a fractional event_dim",
-    "refine with an infinite anchor returns one-step traces",
-    "sample_posterior_sde diverges with the default dt",
-    "sample_posterior_sde fails for two sequences",
-    "sample_posterior_sde of a VPF raises AttributeError",
-    "sample_posterior_sde takes a fractional num_samples",
-}
-STILL_BROKEN = (set(KNOWN_DEFECTS) | set(KNOWN_DEFECTS_WITH_FILES)) - FIXED
-
-
-def _case(name, where):
-    if name not in STILL_BROKEN:
-        return name
-    return pytest.param(name, marks=pytest.mark.xfail(
-        strict=True, reason=where, raises=KNOWN_FAILURES.get(name, AssertionError)))
-
-
-@pytest.mark.parametrize("defect", [
-    _case(name, where)
-    for name, (where, _) in sorted({**KNOWN_DEFECTS, **KNOWN_DEFECTS_WITH_FILES}.items())])
-def test_former_and_known_defects(defect, tmp_path):
-    """Each case asserts the contract (finite output, or a ValueError naming the argument):
-    a regression test for a fixed defect, a strict xfail while the defect is there."""
+@pytest.mark.parametrize("defect", sorted({**FORMER_DEFECTS, **FORMER_DEFECTS_WITH_FILES}))
+def test_former_defects_stay_fixed(defect, tmp_path):
+    """Each case asserts the contract (finite output, or a ValueError naming the argument) at
+    an input that once broke it."""
     pyro.clear_param_store()
-    if defect in KNOWN_DEFECTS_WITH_FILES:
+    if defect in FORMER_DEFECTS_WITH_FILES:
         with _scratch_directory(tmp_path):
-            KNOWN_DEFECTS_WITH_FILES[defect][1](str(tmp_path))
+            FORMER_DEFECTS_WITH_FILES[defect][1](str(tmp_path))
     else:
-        KNOWN_DEFECTS[defect][1]()
+        FORMER_DEFECTS[defect][1]()
 

@@ -188,8 +188,8 @@ class SequenceData:
         rows = [r.reshape(-1, 1) if r.ndim == 1 else r for r in rows]
         dims = {r.shape[1] for r in rows}
         if any(r.ndim != 2 for r in rows) or len(dims) != 1:
-            raise ValueError(f"every sequence must be (T_i,) or (T_i, Dx) with one Dx, got "
-                             f"shapes {[r.shape for r in rows][:5]}")
+            raise ValueError(f"values: every sequence must be (T_i,) or (T_i, Dx) with one Dx, "
+                             f"got shapes {[r.shape for r in rows][:5]}")
         for i, r in enumerate(rows):
             if r.shape[0] < 1:
                 raise ValueError(f"values[{i}] has no time point")
@@ -218,7 +218,7 @@ class SequenceData:
         observed = ~np.isnan(x)
         if not observed.reshape(len(rows), -1).any(-1).all():
             empty = np.flatnonzero(~observed.reshape(len(rows), -1).any(-1)).tolist()
-            raise ValueError(f"sequences {empty[:10]} have no observed value")
+            raise ValueError(f"values: sequences {empty[:10]} have no observed value")
 
         def as_tensor(array, kind=dtype):
             return torch.as_tensor(array, dtype=kind, device=device)

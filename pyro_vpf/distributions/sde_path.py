@@ -10,6 +10,8 @@ __all__ = ["SDE_METHODS", "SDEPath", "solve_sde"]
 
 #: Solvers for diagonal Itô noise, with their strong orders of convergence.
 SDE_METHODS = {"euler": 0.5, "milstein": 1.0, "srk": 1.5}
+#: the Levy area approximation a method needs of the Brownian motion (diagonal noise)
+_LEVY_AREA = {"srk": "space-time"}
 
 
 class _TimeChanged(nn.Module):
@@ -95,9 +97,16 @@ def solve_sde(sde, z0, times, *, method="euler", dt=None, adaptive=False, rtol=1
             factor = float(times[last] - times[first]) / ((last - first) * steps)
             clock = torch.arange(0, (last - first) * steps + 1, steps, dtype=times.dtype,
                                  device=times.device)
+            # the Brownian motion told the step (one clock unit): a balanced tree of
+            # intervals, whose depth grows as log(steps) (without the hint it grows with the
+            # number of steps, and a long horizon exceeds Python's recursion limit)
+            bm = torchsde.BrownianInterval(
+                t0=clock[0], t1=clock[-1], size=states[-1].shape, dtype=states[-1].dtype,
+                device=states[-1].device, dt=1.0,
+                levy_area_approximation=_LEVY_AREA.get(method, "none"))
             path = torchsde.sdeint(_TimeChanged(sde, times[first], factor), states[-1], clock,
                                    method=method, dt=1.0, adaptive=adaptive, rtol=rtol,
-                                   atol=atol)
+                                   atol=atol, bm=bm)
             states.extend(path[1:].unbind(0))
     return torch.stack(states, 0)
 

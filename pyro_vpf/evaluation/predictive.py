@@ -7,7 +7,7 @@ from pyro.distributions import Normal
 
 from pyro_vpf.data.sequences import SequenceData
 from pyro_vpf.distributions import GaussianMarginals, PosteriorSDE, solve_sde
-from pyro_vpf.evaluation.scores import forecast_scores
+from pyro_vpf.evaluation.scores import check_levels, interval_scores, scored_entries
 from pyro_vpf.sites import Z0, X, Z
 from pyro_vpf.times import expand_times, last_observed, select_times
 from pyro_vpf.validation import (
@@ -287,4 +287,7 @@ def predictive_coverage(draws, truth, held_out, levels=(0.5, 0.9)):
     Returns:
         dict: ``{level: coverage}``.
     """
-    return forecast_scores(draws, truth, held_out, levels).coverage
+    levels = check_levels(levels)
+    draws, truth, _ = scored_entries(draws, truth, held_out, names=("draws", "truth", "held_out"))
+    with torch.no_grad():
+        return interval_scores(draws, truth, levels)[0]

@@ -38,7 +38,7 @@ class ForecastScores(NamedTuple):
     count: int
 
 
-def _check_levels(levels):
+def check_levels(levels):
     try:
         levels = tuple(levels)
     except TypeError:
@@ -93,42 +93,8 @@ def forecast_scores(samples, y, mask=None, levels=(0.5, 0.9)):
         ``interval_width`` (dicts keyed by level, floats) and ``count`` (int, the number of
         scored entries).
     """
-    if not isinstance(samples, torch.Tensor) or not samples.is_floating_point():
-        raise ValueError("samples must be a floating-point tensor")
-    if samples.dim() < 1 or samples.shape[0] < 2:
-        raise ValueError(f"samples must have shape (S, ...) with S >= 2 draws, got "
-                         f"{tuple(samples.shape)}")
-    if not isinstance(y, torch.Tensor) or not y.is_floating_point():
-        raise ValueError("y must be a floating-point tensor")
-    if y.shape != samples.shape[1:]:
-        raise ValueError(f"y must have shape {tuple(samples.shape[1:])} (one draw), got "
-                         f"{tuple(y.shape)}")
-    if y.device != samples.device:
-        raise ValueError(f"y is on {y.device}; expected {samples.device} (as samples)")
-    if y.dtype != samples.dtype:  # e.g. float32 forecasts against float64 data: score in the wider
-        common = torch.promote_types(y.dtype, samples.dtype)
-        samples, y = samples.to(common), y.to(common)
-    levels = _check_levels(levels)
-    if mask is None:
-        mask = torch.ones(y.shape, dtype=torch.bool, device=y.device)
-    else:
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            raise ValueError("mask must be a boolean tensor")
-        try:
-            mask = mask.to(y.device).expand(y.shape)
-        except RuntimeError:
-            raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to y's "
-                             f"shape {tuple(y.shape)}") from None
-    count = int(mask.sum())
-    if count == 0:
-        raise ValueError("mask selects no entry to score")
-
-    draws = samples[:, mask]  # (S, n)
-    truth = y[mask]  # (n,)
-    if not bool(torch.isfinite(draws).all()):
-        raise ValueError("samples contains NaN or infinite values at scored entries")
-    if not bool(torch.isfinite(truth).all()):
-        raise ValueError("y contains NaN or infinite values at scored entries")
+    levels = check_levels(levels)
+    draws, truth, count = scored_entries(samples, y, mask)
 
     with torch.no_grad():
         mean = draws.mean(0)
@@ -136,10 +102,62 @@ def forecast_scores(samples, y, mask=None, levels=(0.5, 0.9)):
         mse = float((mean - truth).square().mean())
         mae = float((median - truth).abs().mean())
         crps = float(crps_ensemble(draws, truth).mean())
-        coverage, width = {}, {}
-        for level in levels:
-            low, high = pi(draws, float(level))
-            coverage[level] = float(((truth >= low) & (truth <= high)).to(draws.dtype).mean())
-            width[level] = float((high - low).mean())
+        coverage, width = interval_scores(draws, truth, levels)
     return ForecastScores(mse=mse, mae=mae, crps=crps, coverage=coverage,
                           interval_width=width, count=count)
+
+
+def scored_entries(samples, y, mask=None, names=("samples", "y", "mask")):
+    """The checked draws ``(S, n)`` and observations ``(n,)`` of the scored entries, and
+    ``n``: what :func:`forecast_scores` scores (``names`` are the arguments' names in the
+    messages of a ``ValueError``)."""
+    samples_name, y_name, mask_name = names
+    if not isinstance(samples, torch.Tensor) or not samples.is_floating_point():
+        raise ValueError(f"{samples_name} must be a floating-point tensor")
+    if samples.dim() < 1 or samples.shape[0] < 2:
+        raise ValueError(f"{samples_name} must have shape (S, ...) with S >= 2 draws, got "
+                         f"{tuple(samples.shape)}")
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+        raise ValueError(f"{y_name} must be a floating-point tensor")
+    if y.shape != samples.shape[1:]:
+        raise ValueError(f"{y_name} must have shape {tuple(samples.shape[1:])} (one draw), "
+                         f"got {tuple(y.shape)}")
+    if y.device != samples.device:
+        raise ValueError(f"{y_name} is on {y.device}; expected {samples.device} (as "
+                         f"{samples_name})")
+    if y.dtype != samples.dtype:  # float32 forecasts against float64 data: score in the wider
+        common = torch.promote_types(y.dtype, samples.dtype)
+        samples, y = samples.to(common), y.to(common)
+    if mask is None:
+        mask = torch.ones(y.shape, dtype=torch.bool, device=y.device)
+    else:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise ValueError(f"{mask_name} must be a boolean tensor")
+        try:
+            mask = mask.to(y.device).expand(y.shape)
+        except RuntimeError:
+            raise ValueError(f"{mask_name} of shape {tuple(mask.shape)} does not broadcast to "
+                             f"{y_name}'s shape {tuple(y.shape)}") from None
+    count = int(mask.sum())
+    if count == 0:
+        raise ValueError(f"{mask_name} selects no entry to score")
+
+    draws = samples[:, mask]  # (S, n)
+    truth = y[mask]  # (n,)
+    if not bool(torch.isfinite(draws).all()):
+        raise ValueError(f"{samples_name} contains NaN or infinite values at scored entries")
+    if not bool(torch.isfinite(truth).all()):
+        raise ValueError(f"{y_name} contains NaN or infinite values at scored entries")
+
+    return draws, truth, count
+
+
+def interval_scores(draws, truth, levels):
+    """Coverage and mean width of the central intervals at each level (dicts by level) of
+    draws ``(S, n)`` against ``truth`` ``(n,)``."""
+    coverage, width = {}, {}
+    for level in levels:
+        low, high = pi(draws, float(level))
+        coverage[level] = float(((truth >= low) & (truth <= high)).to(draws.dtype).mean())
+        width[level] = float((high - low).mean())
+    return coverage, width
