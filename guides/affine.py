@@ -13,7 +13,6 @@ from pyro_vpf.distributions import GaussianMarginals
 from pyro_vpf.nn import GRUEncoder, LocalTimeAttention, normalised_time
 from pyro_vpf.sites import Z0, Z
 from pyro_vpf.times import last_observed
-from pyro_vpf.validation import check_query_times, check_sequences, program_checks_values
 
 __all__ = ["AffineGuide"]
 
@@ -91,10 +90,7 @@ class AffineGuide(SequenceGuide):
         Returns:
             tuple: ``(loc, scale)``, each ``(B, Q, Dz)``.
         """
-        like = self._like()
-        x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim, like=like,
-                                            values=program_checks_values())
-        check_query_times(query_times, B, like)
+        x, times, query_times, mask = self.checked_query(x, times, query_times, mask)
         return self.loc_scale(x, times, mask, query_times)
 
     def marginal_distribution(self, x, times, query_times, mask):

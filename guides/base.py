@@ -72,11 +72,16 @@ class SequenceGuide(nn.Module):
     def marginal(self, x, times, query_times, mask=None):
         r"""The posterior marginal :math:`q(z(t) \mid x)` at ``query_times`` (``(Q,)`` or
         ``(B, Q)``), batch shape ``(B, Q)``, event shape ``(Dz,)``."""
+        return self.marginal_distribution(*self.checked_query(x, times, query_times, mask))
+
+    def checked_query(self, x, times, query_times, mask=None):
+        """``(x, times, query_times, mask)`` of a query of the posterior at ``query_times``,
+        checked (values under Pyro's validation switch, as in the programs)."""
         like = self._like()
         x, times, mask, B = check_sequences(x, times, mask, obs_dim=self.obs_dim, like=like,
                                             values=program_checks_values())
         check_query_times(query_times, B, like)
-        return self.marginal_distribution(x, times, query_times, mask)
+        return x, times, query_times, mask
 
     def marginal_distribution(self, x, times, query_times, mask):
         """:meth:`marginal` for checked arguments."""
