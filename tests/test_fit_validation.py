@@ -119,7 +119,7 @@ def test_a_static_model_takes_held_out_points():
     ({"validation": True, "eval_every": 0}, "eval_every must be an integer >= 1"),
     ({"validation": True, "early_stopping": 0}, "early_stopping must be an integer >= 1"),
     ({"validation": True, "validation_particles": 0}, "validation_particles"),
-    ({"validation": "wrong channels"}, r"x must have shape \(B, 8, 2\)"),
+    ({"validation": "wrong channels"}, r"validation: x must have shape \(B, 8, 2\)"),
 ])
 def test_bad_validation_settings_are_refused(kwargs, message):
     x, times = _data()
@@ -129,3 +129,13 @@ def test_bad_validation_settings_are_refused(kwargs, message):
         kwargs["validation"] = SequenceData(x[..., :1], times)
     with pytest.raises(ValueError, match=message):
         fit(*_pair(), x, times, num_steps=2, progress=False, **kwargs)
+
+
+def test_the_last_step_is_always_scored():
+    x, times = _data()
+    history = fit(*_pair(), x, times, num_steps=3, progress=False,
+                  validation=SequenceData(x, times), eval_every=50)
+    assert history.validation_step == [3] and history.best_step == 3
+    history = fit(*_pair(), x, times, num_steps=4, progress=False,
+                  validation=SequenceData(x, times), eval_every=3)
+    assert history.validation_step == [3, 4]

@@ -119,6 +119,24 @@ def test_a_long_data_frame_becomes_one_sequence_per_series():
     assert data[torch.tensor([1, 0])].ids == ["a", "b"]
 
 
+def test_new_data_keeps_the_training_clock():
+    """Series loaded later measure their times from the training data's origin: a model's
+    time features (e.g. a weekly period) read the same clock."""
+    train = SequenceData.from_dataframe(_frame(), id="store", time="day")
+    later = _frame().query("store == 'a' and day >= '2024-01-02'")
+    alone = SequenceData.from_dataframe(later, id="store", time="day")
+    same = SequenceData.from_dataframe(later, id="store", time="day",
+                                       time_origin=train.time_origin)
+    assert alone.times[0, 0] == 0 and same.time_origin == train.time_origin
+    np.testing.assert_allclose(same.times[0].numpy(), [1, 2, 4])
+    with pytest.raises(ValueError, match="time_origin must be a timestamp"):
+        SequenceData.from_arrays([np.ones(2)], [np.array(["2024-01-01", "2024-01-02"],
+                                                         dtype="datetime64[D]")],
+                                 time_origin="soon")
+    with pytest.raises(ValueError, match="time_origin is for timestamps"):
+        SequenceData.from_arrays([np.ones(2)], time_origin=np.datetime64("2024-01-01"))
+
+
 def test_numeric_times_in_a_data_frame():
     frame = pd.DataFrame({"series": [1, 1, 2, 2, 2], "time": [0.5, 0.1, 3.0, 1.0, 2.0],
                           "y": [2.0, 1.0, 6.0, 4.0, 5.0]})

@@ -144,8 +144,8 @@ class SequenceData:
         return replace(self, x=x, loc=loc, scale=scale)
 
     @classmethod
-    def from_arrays(cls, values, times=None, *, ids=None, time_unit="D", dtype=None,
-                    device=None):
+    def from_arrays(cls, values, times=None, *, ids=None, time_unit="D", time_origin=None,
+                    dtype=None, device=None):
         """Sequences from arrays: one ``(N, T, Dx)`` (or ``(N, T)``) array, or a list of
         ``(T_i, Dx)`` (or ``(T_i,)``) arrays of different lengths (a ragged panel).
 
@@ -163,6 +163,9 @@ class SequenceData:
                 one, kept as ``time_origin``). Strictly increasing within each sequence.
             ids: names of the sequences (default ``0 .. N-1``).
             time_unit (str): numpy's unit for timestamps (``"D"`` days, ``"h"``, ``"s"``...).
+            time_origin: the timestamp that time 0 stands for (default: the earliest one).
+                Pass the training data's ``time_origin`` when loading new data for a trained
+                model: its time features (e.g. ``time_periods``) read times on that clock.
             dtype, device: of the tensors (default: torch's default dtype, the CPU).
 
         Returns:
@@ -201,7 +204,7 @@ class SequenceData:
             times = list(np.asarray(times))
         if len(times) != len(rows):
             raise ValueError(f"times holds {len(times)} sequences but values {len(rows)}")
-        times, origin = _float_times(times, time_unit)
+        times, origin = _float_times(times, time_unit, time_origin)
         for i, (t, r) in enumerate(zip(times, rows, strict=True)):
             if t.shape != (r.shape[0],):
                 raise ValueError(f"times[{i}] must have shape ({r.shape[0]},) like values[{i}]"
@@ -233,7 +236,7 @@ class SequenceData:
 
     @classmethod
     def from_dataframe(cls, frame, *, id="series", time="time", values=None, time_unit="D",
-                       dtype=None, device=None):
+                       time_origin=None, dtype=None, device=None):
         """Sequences from a long-format pandas DataFrame: one row per (series, time), one
         column per channel, NaN where missing.
 
@@ -247,7 +250,8 @@ class SequenceData:
             id (str): the column naming the series.
             time (str): the column of times.
             values (list): the channel columns (default: every other column).
-            time_unit, dtype, device: as for :meth:`from_arrays`.
+            time_unit, time_origin, dtype, device: as for :meth:`from_arrays` (pass the
+                training data's ``time_origin`` for new data of a trained model).
         """
         pd = optional_import("pandas", needed_by="SequenceData.from_dataframe",
                              package="pandas")
@@ -276,8 +280,8 @@ class SequenceData:
             stamps.append(column.to_numpy("datetime64[ns]") if
                           pd.api.types.is_datetime64_any_dtype(column) else
                           column.to_numpy(dtype=np.float64))
-        return cls.from_arrays(arrays, stamps, ids=ids, time_unit=time_unit, dtype=dtype,
-                               device=device)
+        return cls.from_arrays(arrays, stamps, ids=ids, time_unit=time_unit,
+                               time_origin=time_origin, dtype=dtype, device=device)
 
 
 def _as_float_array(values, name):
@@ -289,14 +293,17 @@ def _as_float_array(values, name):
         raise ValueError(f"{name} must hold numbers (NaN for missing): {err}") from err
 
 
-def _float_times(times, unit):
-    """Float times per sequence, and the origin of timestamps (``None`` for numbers)."""
+def _float_times(times, unit, origin=None):
+    """Float times per sequence, and the origin of timestamps (``None`` for numbers): the
+    given one or the earliest timestamp."""
     arrays = [t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
               for t in times]
     stamps = [np.issubdtype(t.dtype, np.datetime64) for t in arrays]
     if any(stamps) and not all(stamps):
         raise ValueError("times mixes timestamps and numbers")
     if not all(stamps):
+        if origin is not None:
+            raise ValueError("time_origin is for timestamps; these times are numbers")
         try:
             return [t.astype(np.float64) for t in arrays], None
         except (TypeError, ValueError) as err:
@@ -305,6 +312,14 @@ def _float_times(times, unit):
         raise ValueError(f"time_unit must be a numpy time unit such as 'D', got {unit!r}")
     if any(np.isnat(t).any() for t in arrays):
         raise ValueError("times holds missing timestamps (NaT)")
-    origin = min(t.min() for t in arrays if t.size)
+    if origin is None:
+        origin = min(t.min() for t in arrays if t.size)
+    else:
+        try:
+            origin = np.datetime64(origin)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"time_origin must be a timestamp, got {origin!r}") from err
+        if np.isnat(origin):
+            raise ValueError("time_origin must be a timestamp, got NaT")
     step = np.timedelta64(1, unit)
     return [(t - origin) / step for t in arrays], origin

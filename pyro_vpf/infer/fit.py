@@ -58,8 +58,8 @@ class _Monitor:
             s > best_step for s in history.validation_step)
         self.best_state = None
 
-    def due(self, done):
-        return done % self.eval_every == 0
+    def due(self, done, last):
+        return done % self.eval_every == 0 or last
 
     def evaluate(self, done, optimizer, config):
         """Score the held-out data after step ``done``; whether training should stop."""
@@ -192,8 +192,9 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
             :func:`load_checkpoint`), e.g. the settings of the run that wrote it, so that a
             checkpoint describes itself.
         validation (SequenceData): held-out data, scored every ``eval_every`` steps (default
-            50) by its ELBO per observed point with ``validation_particles`` draws (recorded
-            in the history's ``validation_*`` lists and shown on the progress bar). The model
+            50) and after the last one, by its ELBO per observed point with
+            ``validation_particles`` draws (recorded in the history's ``validation_*`` lists
+            and shown on the progress bar). The model
             and guide end with the parameters of the best score (also written to
             ``<checkpoint_path>.best``); the scoring leaves the training draws unchanged.
         early_stopping (int): stop after this many evaluations without a better held-out
@@ -215,8 +216,11 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
         if not isinstance(validation, SequenceData):
             raise ValueError("validation must be a SequenceData (x, times, mask), got "
                              f"{type(validation).__name__}")
-        validation_args = check_program_data(model, validation.x, validation.times,
-                                             validation.mask)[0]
+        try:
+            validation_args = check_program_data(model, validation.x, validation.times,
+                                                 validation.mask)[0]
+        except ValueError as err:
+            raise ValueError(f"validation: {err}") from err
         eval_every = 50 if eval_every is None else check_integer("eval_every", eval_every, 1)
         if early_stopping is not None:
             early_stopping = check_integer("early_stopping", early_stopping, 1)
@@ -267,8 +271,8 @@ def fit(model, guide, x, times=None, mask=None, *, num_steps=1000, batch_size=No
             history.record(loss, kl_weight=kl_weight, seconds=elapsed,
                            num_points=observed_points, lr=lr * lr_decay ** (step + 1))
             done = step + 1
-            stop = monitor is not None and monitor.due(done) and monitor.evaluate(
-                done, optimizer, config)
+            stop = monitor is not None and monitor.due(done, done == num_steps) and (
+                monitor.evaluate(done, optimizer, config))
             if progress:
                 shown = {"elbo_per_point": f"{np.mean(history.elbo_per_point[-20:]):.3f}"}
                 if history.validation_elbo_per_point:
