@@ -99,6 +99,6 @@ def kalman_observation_marginals(model, x, times, mask=None):
     loc, cov = kalman_smoother(model, x, times, mask)
     params = linear_gaussian_parameters(model)
     weight, bias, noise = params["weight"], params["bias"], params["noise"]
-    mean = loc @ weight.T + bias
-    variance = torch.einsum("dz,bkzy,dy->bkd", weight, cov, weight) + noise.square()
-    return Normal(mean, variance.sqrt())
+    predictive_cov = weight @ cov @ weight.T + torch.diag(noise.square())  # (B, K+1, Dx, Dx)
+    mean = (weight @ loc.unsqueeze(-1)).squeeze(-1) + bias
+    return Normal(mean, predictive_cov.diagonal(dim1=-2, dim2=-1).sqrt())
