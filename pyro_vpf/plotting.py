@@ -60,9 +60,14 @@ def plot_elbo(history, ax=None, smooth=25, evaluations=None):
 
     Args:
         history: a :class:`~pyro_vpf.infer.FitHistory`.
-        evaluations: optional ``[(step, elbo_per_point), ...]`` on held-out data.
+        evaluations: optional ``[(step, elbo_per_point), ...]`` on held-out data (default:
+            the history's own held-out scores, when ``fit`` had ``validation=``), the best
+            one marked.
     """
     ax = _axes(ax)
+    if evaluations is None and getattr(history, "validation_step", None):
+        evaluations = list(zip(history.validation_step, history.validation_elbo_per_point,
+                               strict=True))
     values = np.asarray(history.elbo_per_point)
     ax.plot(np.arange(1, len(values) + 1), values, color="C0", alpha=0.25, lw=0.6)
     if len(values) >= smooth:
@@ -72,6 +77,10 @@ def plot_elbo(history, ax=None, smooth=25, evaluations=None):
     if evaluations:
         steps, elbos = zip(*evaluations, strict=True)
         ax.plot(steps, elbos, "o-", color="C3", ms=4, label="held-out")
+        best = getattr(history, "best_step", None)
+        if best is not None and best in steps:
+            ax.plot([best], [elbos[steps.index(best)]], "*", color="C3", ms=12,
+                    label="best (restored)")
     finite = values[np.isfinite(values)]
     if finite.size:
         tail = finite[len(finite) // 10:] if finite.size > 10 else finite

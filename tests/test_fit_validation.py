@@ -139,3 +139,25 @@ def test_the_last_step_is_always_scored():
     history = fit(*_pair(), x, times, num_steps=4, progress=False,
                   validation=SequenceData(x, times), eval_every=3)
     assert history.validation_step == [3, 4]
+
+
+def test_plot_elbo_shows_the_held_out_scores_and_the_best_step(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pyro_vpf.plotting import plot_elbo
+
+    x, times = _data()
+    scores = iter([-3.0, -1.0, -2.0])
+    monkeypatch.setattr(fit_module, "elbo_per_point", lambda *a, **k: next(scores))
+    history = fit(*_pair(), x, times, num_steps=6, progress=False,
+                  validation=SequenceData(x, times), eval_every=2)
+    fig, ax = plt.subplots()
+    plot_elbo(history, ax=ax)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["held-out"].get_xdata()) == [2, 4, 6]
+    assert list(lines["best (restored)"].get_xdata()) == [4]
+    assert list(lines["best (restored)"].get_ydata()) == [-1.0]
+    plt.close(fig)
