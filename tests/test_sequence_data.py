@@ -150,6 +150,7 @@ def test_numeric_times_in_a_data_frame():
     (lambda f: f.drop(columns="store"), "id='store' is not a column"),
     (lambda f: pd.concat([f, f.iloc[:1]]), "series 'b' has two rows at one time"),
     (lambda f: f.assign(day=f.day.where(f.index != 2)), "holds missing times"),
+    (lambda f: f.assign(day=f.day.dt.strftime("%Y-%m-%d")), "pandas.to_datetime"),
 ])
 def test_bad_data_frames_are_refused(change, message):
     with pytest.raises(ValueError, match=message):

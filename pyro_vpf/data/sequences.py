@@ -269,6 +269,11 @@ class SequenceData:
                              f"{missing or 'no channel column'}")
         if frame[time].isna().any():
             raise ValueError(f"the time column {time!r} holds missing times")
+        column = frame[time]
+        if not (pd.api.types.is_numeric_dtype(column)
+                or pd.api.types.is_datetime64_any_dtype(column)):
+            raise ValueError(f"the time column {time!r} holds {column.dtype} values: convert it "
+                             "to numbers or timestamps first (e.g. pandas.to_datetime)")
         ids, arrays, stamps = [], [], []
         for key, group in frame.groupby(id, sort=False):
             group = group.sort_values(time, kind="stable")
