@@ -30,8 +30,7 @@ def evaluate_sequences(model, guide, x, times, mask=None, *, num_particles=100,
     Returns:
         dict: the figures, plus ``"interpolation_draws"`` and, when forecasts were scored,
         ``"forecast_draws"`` ``(S, b, forecast_points, Dx)`` for the sequences
-        ``"forecast_rows"`` at ``"forecast_times"`` ``(b, forecast_points)`` (and
-        ``"forecast_start"``, the common first index, when every sequence shares it).
+        ``"forecast_rows"`` at ``"forecast_times"`` ``(b, forecast_points)``.
     """
     check_integer("num_particles", num_particles, 1)
     check_integer("num_samples", num_samples, 1)
@@ -73,25 +72,20 @@ def evaluate_sequences(model, guide, x, times, mask=None, *, num_particles=100,
     enough = observed.sum(-1) >= forecast_points + 2
     if forecast_points >= 1 and bool(enough.any()):
         rows = enough.nonzero().squeeze(-1)
-        hidden_future = future[rows]
-        positions = index.expand(len(rows), K1)[hidden_future].view(len(rows), forecast_points)
+        positions = index.expand(len(rows), K1)[future[rows]].view(len(rows), forecast_points)
         grid = expand_times(times, B)[rows]
         future_times = grid.gather(-1, positions)
-        visible = (observed[rows] & ~hidden_future).unsqueeze(-1)
-        visible = visible if mask is None else visible & mask[rows].view(
-            len(rows), K1, -1)
-        fc = forecast(model, guide, x[rows], select_times(times, rows), future_times,
-                      visible.expand(-1, -1, x.shape[-1]), num_samples)["x"]
+        # the guide sees every observed entry before each sequence's first held-out point
+        entries = torch.ones_like(x, dtype=torch.bool) if mask is None else (
+            mask.view(B, K1, -1).expand_as(x))
+        visible = entries[rows] & (index < positions[:, :1]).unsqueeze(-1)
+        fc = forecast(model, guide, x[rows], select_times(times, rows), future_times, visible,
+                      num_samples)["x"]
+        # the held-out points are observed in full: every entry is scored
         truth = x[rows].gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        scored = (mask[rows] if mask is not None else torch.ones_like(x[rows], dtype=torch.bool))
-        scored = scored.view(len(rows), K1, -1).expand(-1, -1, x.shape[-1]).gather(
-            1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        coverage = predictive_coverage(fc, truth, scored)
+        coverage = predictive_coverage(fc, truth, torch.ones_like(truth, dtype=torch.bool))
         out["forecast_coverage_50"], out["forecast_coverage_90"] = coverage[0.5], coverage[0.9]
-        out["forecast_mse"] = float((fc.mean(0) - truth)[scored].square().mean())
+        out["forecast_mse"] = float((fc.mean(0) - truth).square().mean())
         out["forecast_draws"], out["forecast_rows"] = fc, rows
         out["forecast_times"] = future_times
-        if times.dim() == 1 and bool(enough.all()) and bool(
-                (positions == positions[:1]).all()):
-            out["forecast_start"] = int(positions[0, 0])  # the same cut for every sequence
     return out
