@@ -20,6 +20,6 @@ def test_expand_times_gives_one_row_per_sequence():
     expanded = expand_times(shared, 3)
     assert expanded.shape == (3, 5) and all(torch.equal(row, shared) for row in expanded)
     rows = torch.rand(3, 5).cumsum(-1)
-    assert expand_times(rows, 3) is not None and torch.equal(expand_times(rows, 3), rows)
+    assert torch.equal(expand_times(rows, 3), rows)
     with pytest.raises(ValueError, match="times has 3 rows but there are 2 sequences"):
         expand_times(rows, 2)
