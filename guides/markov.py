@@ -239,9 +239,9 @@ class MarkovGuide(ConstrainedParameters, SequenceGuide):
         decay, variance = ou_transition(times.expand(B, -1), self.reference_rate,
                                         self.reference_scale)
         return gauss_markov_posterior(
-            self.reference_init_loc, torch.diag_embed(self.reference_init_scale),
-            torch.diag_embed(decay), (1 - decay) * self.reference_mean,
-            torch.diag_embed(variance.sqrt()), precision, information)
+            self.reference_init_loc, torch.diag_embed(self.reference_init_scale), decay,
+            (1 - decay) * self.reference_mean, variance.sqrt(), precision, information,
+            diagonal=True)
 
     def _state_parameters(self, times, precision, information):
         """The posterior chain over the stacked state of a structured reference."""

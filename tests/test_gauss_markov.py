@@ -67,11 +67,42 @@ def test_rsample_equals_loop_on_same_noise_and_moments():
     assert ((draws.mean(0) - mean).abs() <= 5 * (cov.diagonal() / 40_000).sqrt()).all()
 
 
+def test_log_prob_of_its_own_draw_skips_the_solve_with_the_same_value_and_gradients():
+    # The ELBO scores a draw with the distribution that made it: the whitened residuals are
+    # then the draw's own noise. Value and every parameter gradient must equal the solve's
+    # on a copy of the draw (which the cache does not recognise), and the dense Gaussian's.
+    # (L through tril, as a scale_tril is built: its upper triangle is no parameter)
+    z0, A, b, L = random_params((2,), 5, 3, seed=11)
+    params = [t.clone().requires_grad_() for t in (z0, A, b, L)]
+    d = GaussMarkovPath(*params[:3], params[3].tril())
+    torch.manual_seed(0)
+    z = d.rsample((4,))
+    cached, solved = d.log_prob(z), d.log_prob(z.detach().clone())
+    assert torch.allclose(cached, solved, atol=1e-10)
+    mean, cov = dense(*(t.detach()[1] for t in (z0, A, b, L)))
+    dense_lp = dist.MultivariateNormal(mean, cov).log_prob(z.detach()[:, 1].reshape(4, -1))
+    assert torch.allclose(cached[:, 1], dense_lp, atol=1e-9)
+    # gradients through the draw (reparameterised), as an ELBO takes them
+    fresh = [t.clone().requires_grad_() for t in (z0, A, b, L)]
+    other = GaussMarkovPath(*fresh[:3], fresh[3].tril())
+    torch.manual_seed(0)
+    z_other = other.rsample((4,))
+    recomputed = other.log_prob(z_other + 0.0)  # a new tensor: the solve runs
+    assert other._last_draw[0] is z_other
+    g_cached = torch.autograd.grad((cached * z.sum((-1, -2))).sum(), params)
+    g_solved = torch.autograd.grad((recomputed * z_other.sum((-1, -2))).sum(), fresh)
+    for got, want in zip(g_cached, g_solved, strict=True):
+        assert torch.allclose(got, want, atol=1e-9)
+
+
 def test_gradients_and_bad_shapes():
     z0, A, b, L = random_params((2,), 4, 2, seed=4)
     A.requires_grad_()
     d = GaussMarkovPath(z0, A, b, L)
-    d.log_prob(d.rsample()).sum().backward()
+    d.log_prob(d.rsample().detach()).sum().backward()  # the density's gradient in A
+    assert torch.isfinite(A.grad).all() and A.grad.abs().sum() > 0
+    A.grad = None
+    d.rsample().square().sum().backward()  # the draw's (reparameterised)
     assert torch.isfinite(A.grad).all() and A.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="transition"):
         GaussMarkovPath(z0, A[..., :3, :, :], b, L)

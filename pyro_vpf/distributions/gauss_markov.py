@@ -86,17 +86,27 @@ class GaussMarkovPath(TorchDistribution):
         start = (self.transition[..., 0, :, :] @ self.z0.unsqueeze(-1)).squeeze(-1)
         increments = torch.cat([increments[..., :1, :] + start.unsqueeze(-2),
                                 increments[..., 1:, :]], dim=-2)
-        return matrix_linear_recurrence(self.transition, increments, dim=-2)
+        value = matrix_linear_recurrence(self.transition, increments, dim=-2)
+        self._last_draw = (value, eps)
+        return value
 
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        z0 = self.z0.unsqueeze(-2).expand(value.shape[:-2] + (1, value.shape[-1]))
-        previous = torch.cat([z0, value[..., :-1, :]], dim=-2)
-        predicted = (self.transition @ previous.unsqueeze(-1)).squeeze(-1) + self.shift
-        residual = torch.linalg.solve_triangular(
-            self.scale_tril, (value - predicted).unsqueeze(-1), upper=False
-        ).squeeze(-1)
+        draw = getattr(self, "_last_draw", None)
+        if draw is not None and value is draw[0]:
+            # this distribution's own last draw (as scored in an ELBO): its whitened residuals
+            # L_k^{-1}(z_k - A_k z_{k-1} - b_k) are the noise it was drawn from, whose total
+            # derivative in the parameters along the draw is zero, so the triangular solve is
+            # skipped -- as a transform with a cache skips its inverse on its own output
+            residual = draw[1]
+        else:
+            z0 = self.z0.unsqueeze(-2).expand(value.shape[:-2] + (1, value.shape[-1]))
+            previous = torch.cat([z0, value[..., :-1, :]], dim=-2)
+            predicted = (self.transition @ previous.unsqueeze(-1)).squeeze(-1) + self.shift
+            residual = torch.linalg.solve_triangular(
+                self.scale_tril, (value - predicted).unsqueeze(-1), upper=False
+            ).squeeze(-1)
         log_det = self.scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         D = value.shape[-1]
         per_step = -0.5 * residual.square().sum(-1) - log_det - 0.5 * D * math.log(2 * math.pi)
@@ -238,8 +248,23 @@ def _inverse_cholesky(matrix):
     return U_inv.transpose(-1, -2).flip(-1, -2)
 
 
-def _condition_on_potential(loc, scale_tril, precision, information):
-    r"""``N(loc, C C^T)`` times :math:`\exp(-\tfrac12 z^\top J z + h^\top z)`, normalised.
+def _left(matrix, other, diagonal):
+    """``matrix @ other``, where ``matrix`` may be given by its diagonal ``(..., D)``."""
+    return matrix.unsqueeze(-1) * other if diagonal else matrix @ other
+
+
+def _right(other, matrix, diagonal):
+    """``other @ matrix``, where ``matrix`` may be given by its diagonal ``(..., D)``."""
+    return other * matrix.unsqueeze(-2) if diagonal else other @ matrix
+
+
+def _transposed(matrix, diagonal):
+    return matrix if diagonal else matrix.transpose(-1, -2)
+
+
+def _condition_on_potential(loc, scale_tril, precision, information, diagonal=False):
+    r"""``N(loc, C C^T)`` times :math:`\exp(-\tfrac12 z^\top J z + h^\top z)`, normalised
+    (:math:`C` given by its diagonal if ``diagonal``).
 
     Returns :math:`G = I + C^\top J C \succeq I` (well conditioned whatever the rank of
     :math:`J`), the covariance :math:`S = C G^{-1} C^\top` and the mean
@@ -248,20 +273,21 @@ def _condition_on_potential(loc, scale_tril, precision, information):
     """
     D = loc.shape[-1]
     eye = torch.eye(D, dtype=loc.dtype, device=loc.device)
-    Ct = scale_tril.transpose(-1, -2)
-    gram = eye + Ct @ precision @ scale_tril
-    cov = scale_tril @ torch.linalg.inv(gram) @ Ct
+    Ct = _transposed(scale_tril, diagonal)
+    gram = eye + _right(_left(Ct, precision, diagonal), scale_tril, diagonal)
+    cov = _right(_left(scale_tril, torch.linalg.inv(gram), diagonal), Ct, diagonal)
     return gram, cov, loc + _matvec(cov, information - _matvec(precision, loc))
 
 
-def _scale(scale_tril, gram):
+def _scale(scale_tril, gram, diagonal=False):
     r"""Lower-triangular :math:`C R` with :math:`R R^\top = G^{-1}`: a root of
     :math:`C G^{-1} C^\top` with a positive diagonal."""
-    return scale_tril @ _inverse_cholesky(0.5 * (gram + gram.transpose(-1, -2)))
+    return _left(scale_tril, _inverse_cholesky(0.5 * (gram + gram.transpose(-1, -2))),
+                 diagonal)
 
 
 def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, precision,
-                           information):
+                           information, *, diagonal=False):
     r"""A Gauss--Markov chain conditioned on Gaussian potentials at every step.
 
     The prior chain is :math:`z_0 \sim \mathcal N(\mu_0, C_0 C_0^\top)`,
@@ -305,6 +331,10 @@ def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, pre
         transition, shift, scale_tril: :math:`F_k, c_k, C_k`, ``(..., K, D, D)``,
             ``(..., K, D)``, ``(..., K, D, D)`` (lower-triangular, positive diagonal).
         precision, information: :math:`J_k, h_k`, ``(..., K+1, D, D)`` and ``(..., K+1, D)``.
+        diagonal (bool): ``transition`` and ``scale_tril`` are diagonal matrices given by
+            their diagonals, ``(..., K, D)`` (a prior of independent coordinates, such as a
+            diagonal OU process): every product with them is then elementwise, which roughly
+            halves the batched matrix products outside the scan.
 
     Returns:
         tuple: ``(loc0, scale_tril0, transition, shift, scale_tril)`` of the posterior chain,
@@ -312,8 +342,9 @@ def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, pre
         :class:`GaussMarkovPath`.
     """
     m0, gram0, A, b, gram, _, _ = _condition_chain(loc0, scale_tril0, transition, shift,
-                                                   scale_tril, precision, information)
-    return m0, _scale(scale_tril0, gram0), A, b, _scale(scale_tril, gram)
+                                                   scale_tril, precision, information,
+                                                   diagonal)
+    return m0, _scale(scale_tril0, gram0), A, b, _scale(scale_tril, gram, diagonal)
 
 
 def gauss_markov_evidence(loc0, scale_tril0, transition, shift, scale_tril, precision,
@@ -385,7 +416,8 @@ def _noise_penalty(scale_tril, gram, precision, information, predicted):
     return nu.square().sum(-1) + 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
 
 
-def _condition_chain(loc0, scale_tril0, transition, shift, scale_tril, precision, information):
+def _condition_chain(loc0, scale_tril0, transition, shift, scale_tril, precision, information,
+                     diagonal=False):
     r"""The work of :func:`gauss_markov_posterior`: the posterior start mean :math:`m_0`,
     Gram matrix :math:`G_0`, transitions :math:`A_k, b_k`, Gram matrices :math:`G_k` and the
     backward information :math:`(\Lambda_k, \eta_k)`, ``k = 0..K``."""
@@ -394,16 +426,21 @@ def _condition_chain(loc0, scale_tril0, transition, shift, scale_tril, precision
         raise ValueError(f"precision must be (..., {K + 1}, {D}, {D}) and information "
                          f"(..., {K + 1}, {D}) for a chain of {K} transitions, got "
                          f"{tuple(precision.shape)} and {tuple(information.shape)}")
-    batch = torch.broadcast_shapes(transition.shape[:-3], shift.shape[:-2],
-                                   scale_tril.shape[:-3], precision.shape[:-3],
+    prior = (K, D) if diagonal else (K, D, D)
+    for name, value in (("transition", transition), ("scale_tril", scale_tril)):
+        if value.shape[-len(prior):] != prior:
+            raise ValueError(f"{name} must be (..., {', '.join(map(str, prior))})"
+                             f"{' (diagonals)' if diagonal else ''}, got {tuple(value.shape)}")
+    batch = torch.broadcast_shapes(transition.shape[:-len(prior)], shift.shape[:-2],
+                                   scale_tril.shape[:-len(prior)], precision.shape[:-3],
                                    information.shape[:-2])
-    transition, scale_tril, precision = (t.expand(batch + t.shape[-3:]) for t in
-                                         (transition, scale_tril, precision))
+    transition, scale_tril = (t.expand(batch + prior) for t in (transition, scale_tril))
+    precision = precision.expand(batch + precision.shape[-3:])
     shift, information = (t.expand(batch + t.shape[-2:]).unsqueeze(-1)
                           for t in (shift, information))  # vectors as (..., D, 1) columns
     # one element per transition k, with the potential at its end z_{k+1}
     J, h = precision[..., 1:, :, :], information[..., 1:, :, :]
-    elements = _transition_elements(transition, shift, scale_tril, J, h)
+    elements = _transition_elements(transition, shift, scale_tril, J, h, diagonal)
     *_, eta_later, J_later = _suffix_scan(elements)
     # beta_k = phi_k times the information from all later potentials (none after z_K)
     Lam = precision + torch.cat([J_later, torch.zeros_like(precision[..., :1, :, :])], -3)
@@ -411,14 +448,15 @@ def _condition_chain(loc0, scale_tril0, transition, shift, scale_tril, precision
                                   -3)
     Lam = 0.5 * (Lam + Lam.transpose(-1, -2))
     gram, cov, b = _condition_on_potential(shift.squeeze(-1), scale_tril, Lam[..., 1:, :, :],
-                                           eta[..., 1:, :, 0])
-    A = transition - cov @ Lam[..., 1:, :, :] @ transition
+                                           eta[..., 1:, :, 0], diagonal)
+    eye = torch.eye(D, dtype=cov.dtype, device=cov.device)
+    A = _right(eye - cov @ Lam[..., 1:, :, :], transition, diagonal)  # (I - S Lambda) F
     gram0, _, m0 = _condition_on_potential(loc0, scale_tril0, Lam[..., 0, :, :],
                                            eta[..., 0, :, 0])
     return m0, gram0, A, b, gram, Lam, eta[..., 0]
 
 
-def _transition_elements(transition, shift, scale_tril, precision, information):
+def _transition_elements(transition, shift, scale_tril, precision, information, diagonal):
     r"""Scan elements :math:`(A, b, C, \eta, J)` of single transitions (vectors as columns).
 
     For :math:`p(z' \mid z) = \mathcal N(F z + c, Q)` and the potential
@@ -427,11 +465,13 @@ def _transition_elements(transition, shift, scale_tril, precision, information):
     \eta^\top z)` what the potential says about :math:`z`.
     """
     _, cov, b = _condition_on_potential(shift.squeeze(-1), scale_tril, precision,
-                                        information.squeeze(-1))
+                                        information.squeeze(-1), diagonal)
     b = b.unsqueeze(-1)
-    A = transition - cov @ precision @ transition
-    Ft = transition.transpose(-1, -2)
-    return A, b, cov, Ft @ (information - precision @ b), Ft @ precision @ A
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    A = _right(eye - cov @ precision, transition, diagonal)  # (I - S J) F
+    Ft = _transposed(transition, diagonal)
+    return (A, b, cov, _left(Ft, information - precision @ b, diagonal),
+            _left(Ft, precision @ A, diagonal))
 
 
 def _combine(first, second):
