@@ -1,15 +1,16 @@
 """How far the ELBO and the importance-weighted estimate sit from the exact log-likelihood.
 
 Simulated linear-Gaussian data (Dz = 2, Dx = 3, 64 sequences, 50 irregular points each, from
-a seeded ground-truth linear-Gaussian VPF); a linear-Gaussian VPF with the affine guide is
-trained by SVI, then on the same data it reports, per time point: the exact log p(x) (Kalman
-filter / GaussianHMM under the trained model), the ELBO, the importance-weighted estimate with
-1 000 particles, and the relative gaps; and the coverage of posterior predictive intervals at
-20 % of the points hidden from the guide. With ``--train-missing p`` the guide is trained with a
-random share ``p`` of the points missing (so hidden points are not new to it), and the
-likelihood figures are for the observed points.
+a seeded ground-truth linear-Gaussian VPF); a linear-Gaussian VPF is trained by SVI with the
+guide of ``--guide`` (default the affine one), then on the same data it reports, per time
+point: the exact log p(x) (Kalman filter / GaussianHMM under the trained model), the ELBO, the
+importance-weighted estimate with 1 000 particles, and the relative gaps; and the coverage of
+posterior predictive intervals at 20 % of the points hidden from the guide. With
+``--train-missing p`` the guide is trained with a random share ``p`` of the points missing (so
+hidden points are not new to it), and the likelihood figures are for the observed points.
 
-    python benchmarks/bench_exact_gap.py             # about a minute
+    python benchmarks/bench_exact_gap.py                  # about a minute
+    python benchmarks/bench_exact_gap.py --guide markov   # the Markov guide
     python benchmarks/bench_exact_gap.py --quick
     python benchmarks/bench_exact_gap.py --json out.json
 """
@@ -22,7 +23,7 @@ import time
 import pyro
 import torch
 from problems import linear_gaussian_problem
-from pyro_vpf.guides import AffineGuide
+from pyro_vpf.guides import GUIDES
 from pyro_vpf.models import VPF
 
 from pyro_vpf.evaluation import (
@@ -45,6 +46,7 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--train-missing", type=float, default=0.0,
                         help="share of points missing during training")
+    parser.add_argument("--guide", choices=list(GUIDES), default="affine")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
@@ -60,7 +62,7 @@ def main(argv=None):
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     model = VPF(3, 2, num_flow_layers=0, observation="linear_gaussian")
-    guide = AffineGuide(3, 2, hidden_dim=args.hidden_dim)
+    guide = GUIDES[args.guide](3, 2, hidden_dim=args.hidden_dim)
     start = time.perf_counter()
     fit(model, guide, x, times, mask, num_steps=args.steps, lr=args.lr, progress=False)
     seconds = time.perf_counter() - start
@@ -83,7 +85,7 @@ def main(argv=None):
         "interpolation_coverage_50": scores["interpolation_coverage_50"],
         "interpolation_coverage_90": scores["interpolation_coverage_90"],
     }
-    print(f"\nlinear-Gaussian VPF + affine guide, {args.sequences} sequences x {args.points} "
+    print(f"\nlinear-Gaussian VPF + {args.guide} guide, {args.sequences} sequences x {args.points} "
           f"irregular points, {args.steps} SVI steps ({seconds:.0f} s), {particles} particles, "
           f"{args.train_missing:.0%} of points missing in training")
     print(f"{'nats per time point':<34}{'value':>10}")

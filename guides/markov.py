@@ -232,12 +232,15 @@ class MarkovGuide(ConstrainedParameters, SequenceGuide):
         return JointStateSpace(self.reference, self.latent_dim).readout()
 
     def _smoother_parameters(self, x, times, mask):
-        B = x.shape[0]
         precision, information = self.potentials(x, times, mask)
+        return self._conditioned(times.expand(x.shape[0], -1), precision, information)
+
+    def _conditioned(self, times, precision, information):
+        """``(m0, L0, A, b, L)``: the reference conditioned on the potentials, ``times``
+        ``(B, K+1)``."""
         if self.reference is not None:
-            return self._state_parameters(times.expand(B, -1), precision, information)
-        decay, variance = ou_transition(times.expand(B, -1), self.reference_rate,
-                                        self.reference_scale)
+            return self._state_parameters(times, precision, information)
+        decay, variance = ou_transition(times, self.reference_rate, self.reference_scale)
         return gauss_markov_posterior(
             self.reference_init_loc, torch.diag_embed(self.reference_init_scale), decay,
             (1 - decay) * self.reference_mean, variance.sqrt(), precision, information,

@@ -96,6 +96,19 @@ def test_the_device_check_runs_on_the_cpu(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_step_profile_runs():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_step.py"),
+                             "--quick", "--repeats", "1"], capture_output=True, text=True,
+                            timeout=300, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count("SVI step") == 3 and "Markov / affine step" in out
+    assert "conditioning (gauss_markov_posterior), fwd+bwd" in out
+    assert out.count("operators by self CPU time") == 3
+
+
+@pytest.mark.slow
 def test_guides_benchmark_runs_and_writes_json(tmp_path):
     out = tmp_path / "guides.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_guides.py"), "--quick",
