@@ -28,6 +28,22 @@ def test_the_latent_sde_and_the_linear_gaussian_likelihood_train(tmp_path, capsy
     assert config["likelihood"] == "linear_gaussian"
 
 
+def test_the_default_guide_is_the_markov_guide_and_the_latent_sde_keeps_the_affine_one():
+    from pyro_vpf.guides import DEFAULT_GUIDE, AffineGuide, MarkovGuide
+
+    from pyro_vpf.cli.config import TrainConfig, build
+
+    assert DEFAULT_GUIDE == "markov"
+    config = TrainConfig.fast()
+    assert config.guide == DEFAULT_GUIDE
+    assert type(build(config, 3)[1]) is MarkovGuide
+    assert TrainConfig.fast(model="sde").guide == "affine"
+    assert type(build(TrainConfig.fast(model="sde"), 3)[1]) is AffineGuide
+    assert TrainConfig.fast(guide="flow").guide == "flow"
+    # what a run saves is the resolved name, so reloading never depends on the default
+    assert TrainConfig.from_dict(dict(config.__dict__)).guide == "markov"
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--lr", "-1"], "lr"), (["--steps", "-2"], "num_steps"),
     (["--model", "sde", "--guide", "markov"], "affine"),

@@ -33,7 +33,7 @@ class TrainConfig:
     num_obs_flow_layers: int = 4
     conditioner_layers: int = 1
     base: str = "ou"
-    guide: str = "affine"
+    guide: str = ""  # "": pyro_vpf.guides.DEFAULT_GUIDE ("affine" for the latent SDE)
     # optimisation
     num_steps: int = 1000
     batch_size: int = 128
@@ -52,11 +52,13 @@ class TrainConfig:
     strategy: str = ""
 
     def __post_init__(self):
-        from pyro_vpf.guides import GUIDES
+        from pyro_vpf.guides import DEFAULT_GUIDE, GUIDES
         from pyro_vpf.infer.core import OptimSettings
         from pyro_vpf.models.path_model import LIKELIHOODS
         from pyro_vpf.processes import BASES
 
+        if self.guide == "":
+            self.guide = "affine" if self.model == "sde" else DEFAULT_GUIDE
         for name in ("devices", "num_nodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -34,7 +34,7 @@ _HELP = {
 
 def _add_train_arguments(parser):
     from pyro_vpf.cli.config import TrainConfig
-    from pyro_vpf.guides import GUIDES
+    from pyro_vpf.guides import DEFAULT_GUIDE, GUIDES
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     for flag, name in _TRAIN_FLAGS.items():
@@ -51,7 +51,8 @@ def _add_train_arguments(parser):
                         default=None, help=f"observation likelihood (default "
                                            f"{defaults['likelihood']})")
     parser.add_argument("--guide", dest="guide", choices=list(GUIDES),
-                        default=None, help=f"posterior family (default {defaults['guide']})")
+                        default=None, help=f"posterior family (default {DEFAULT_GUIDE}; "
+                                           "affine for --model sde)")
     from pyro_vpf.processes import BASES
 
     parser.add_argument("--base", dest="base", choices=list(BASES), default=None,
