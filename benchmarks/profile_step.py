@@ -111,9 +111,9 @@ def run(name, sizes, guide_class, repeats, x, times):
     print(f"\n{name} configuration (B {sizes['batch']}, hidden {sizes['hidden']}, "
           f"{sizes['layers']} + {sizes['layers']} couplings, conditioner depth "
           f"{sizes['depth']}), {guide_class.__name__}, {torch.get_num_threads()} threads")
-    print(f"  {'SVI step':<52}{timed[0] * 1e3:8.1f} ms")
+    print(f"  {'SVI step':<60}{timed[0] * 1e3:8.1f} ms")
     for label, seconds in zip(parts, timed[1:], strict=True):
-        print(f"  {label + ', fwd+bwd':<52}{seconds * 1e3:8.1f} ms  {seconds / timed[0]:6.1%}")
+        print(f"  {label + ', fwd+bwd':<60}{seconds * 1e3:8.1f} ms  {seconds / timed[0]:6.1%}")
     print("  operators by self CPU time (share of the profiled steps):")
     for key, count, share in top_ops(step, 3, 8):
         print(f"    {key:<44}{count:6d}/step  {share:6.1%}")
