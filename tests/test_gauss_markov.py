@@ -176,6 +176,38 @@ def test_posterior_chain_equals_dense_gaussian_conditioning(rank, K):
         assert torch.allclose(got_cov, cov, atol=1e-9)
 
 
+@pytest.mark.parametrize("K", [1, 6, 37])
+def test_posterior_chain_with_a_diagonal_prior_equals_dense_gaussian_conditioning(K):
+    # diagonal=True takes F_k and C_k by their diagonals (an OU reference): the posterior must
+    # be Bayes' rule on the dense joint, as with full matrices (whose test is above).
+    from pyro_vpf.distributions import gauss_markov_posterior
+
+    D = 3
+    g = torch.Generator().manual_seed(21)
+    f = torch.rand(2, K, D, generator=g, dtype=D64) * 0.9 + 0.05
+    c = torch.rand(2, K, D, generator=g, dtype=D64) + 0.2
+    shift = torch.randn(2, K, D, generator=g, dtype=D64)
+    m0 = torch.randn(2, D, generator=g, dtype=D64)
+    C0 = torch.diag_embed(torch.rand(2, D, generator=g, dtype=D64) + 0.5)
+    W = torch.randn(2, K + 1, D, 2, generator=g, dtype=D64)
+    J, h = W @ W.mT, torch.randn(2, K + 1, D, generator=g, dtype=D64)
+    post = gauss_markov_posterior(m0, C0, f, shift, c, J, h, diagonal=True)
+    full = gauss_markov_posterior(m0, C0, torch.diag_embed(f), shift, torch.diag_embed(c), J,
+                                  h)
+    for got, want in zip(post, full, strict=True):
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-10)
+    for i in range(2):
+        mu, Sigma = dense_with_start(m0[i], C0[i], torch.diag_embed(f[i]), shift[i],
+                                     torch.diag_embed(c[i]))
+        cov = torch.linalg.inv(torch.linalg.inv(Sigma) + torch.block_diag(*J[i]))
+        mean = cov @ (torch.linalg.solve(Sigma, mu) + h[i].reshape(-1))
+        got_mean, got_cov = dense_with_start(*(t[i] for t in post))
+        assert torch.allclose(got_mean, mean, atol=1e-9)
+        assert torch.allclose(got_cov, cov, atol=1e-9)
+    with pytest.raises(ValueError, match="transition"):
+        gauss_markov_posterior(m0, C0, torch.diag_embed(f), shift, c, J, h, diagonal=True)
+
+
 def test_posterior_chain_broadcasts_and_checks_shapes():
     from pyro_vpf.distributions import gauss_markov_posterior
 
