@@ -52,6 +52,7 @@ class TrainConfig:
     strategy: str = ""
 
     def __post_init__(self):
+        from pyro_vpf.data.lorenz import check_lorenz_settings
         from pyro_vpf.guides import DEFAULT_GUIDE, GUIDES
         from pyro_vpf.infer.core import OptimSettings
         from pyro_vpf.models.path_model import LIKELIHOODS
@@ -76,8 +77,11 @@ class TrainConfig:
                              f"{self.guide!r}")
         OptimSettings(lr=self.lr, clip_norm=self.clip_norm, kl_anneal_steps=self.kl_anneal_steps,
                       num_particles=self.num_particles)  # the training loop's own checks
-        if self.num_steps < 0 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise ValueError("num_steps must be >= 0, batch_size and checkpoint_every >= 1")
+        for name, low in (("num_steps", 0), ("batch_size", 1), ("checkpoint_every", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        check_lorenz_settings(self.num_sequences, self.num_points, self.t_end, self.obs_noise,
+                              self.missing_rate, test_fraction=self.test_fraction)
 
     @property
     def distributed(self):

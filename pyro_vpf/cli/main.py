@@ -133,13 +133,14 @@ def main(argv=None):
     if args.command in ("train", "demo"):
         try:
             config = _config(args)
-        except ValueError as err:  # a setting out of range: a usage error, exit status 2
-            parser.error(str(err))
+            run.check_run(config, args.out_dir, resume=args.resume)
+        except (ValueError, FileNotFoundError) as err:  # a usage error, exit status 2
+            (train if args.command == "train" else demo).error(str(err))
         summary = run.train(config, args.out_dir, resume=args.resume)
         if summary is None:  # another process of a distributed run: rank 0 reports
             return 0
         _print_summary(summary)
-        written = "loss.png samples.png reconstruction.png summary.json checkpoint.pt"
+        written = "loss.png samples.png reconstruction.png summary.json checkpoint.pt config.json"
         if args.command == "demo":
             evaluation = run.evaluate(args.out_dir, args.device)["evaluation"]
             print(json.dumps(evaluation, indent=1))

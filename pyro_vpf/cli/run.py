@@ -75,6 +75,26 @@ def load_run(out_dir, device=None):
     return config, model, guide, train_data, test_data, history
 
 
+def check_run(config, out_dir, resume=False):
+    """Refuse, before anything is written, a run that :func:`train` could not start: a resume
+    without a checkpoint (``FileNotFoundError``) or with another architecture, or a new run
+    of no steps (``ValueError``)."""
+    paths = _paths(out_dir)
+    if resume:
+        if not os.path.exists(paths["checkpoint.pt"]):
+            raise FileNotFoundError(f"nothing to resume: {paths['checkpoint.pt']} does not "
+                                    "exist")
+        stored = _stored_config(paths)
+        changed = {k: (getattr(stored, k), getattr(config, k)) for k in ARCHITECTURE
+                   if getattr(stored, k) != getattr(config, k)}
+        if changed:
+            raise ValueError(f"--resume needs the run's architecture; changed (saved, given): "
+                             f"{changed}. Train into a new --out-dir instead")
+    elif config.num_steps < 1:
+        raise ValueError("a new run needs num_steps >= 1 (--steps): it would write no "
+                         "checkpoint")
+
+
 def train(config, out_dir, resume=False, progress=True):
     """Fit the VPF with the configured guide; write the checkpoint, figures and summary.
 
@@ -91,21 +111,9 @@ def train(config, out_dir, resume=False, progress=True):
 
     from pyro_vpf.infer import elbo_per_point, fit
 
+    check_run(config, out_dir, resume)
     os.makedirs(out_dir, exist_ok=True)
     paths = _paths(out_dir)
-    if resume:
-        if not os.path.exists(paths["checkpoint.pt"]):
-            raise FileNotFoundError(f"nothing to resume: {paths['checkpoint.pt']} does not "
-                                    "exist")
-        stored = _stored_config(paths)
-        changed = {k: (getattr(stored, k), getattr(config, k)) for k in ARCHITECTURE
-                   if getattr(stored, k) != getattr(config, k)}
-        if changed:
-            raise ValueError(f"--resume needs the run's architecture; changed (saved, given): "
-                             f"{changed}. Train into a new --out-dir instead")
-    elif config.num_steps < 1:
-        raise ValueError("a new run needs num_steps >= 1 (--steps): it would write no "
-                         "checkpoint")
     placement = config
     if config.distributed:
         from pyro_vpf.infer.lightning import fit_distributed, is_global_zero
@@ -191,10 +199,16 @@ def evaluate_run(config, model, guide, train_data, test_data, history):
     """Final train and test ELBO per time point and step-time figures of a fitted run."""
     from pyro_vpf.infer import elbo_per_point
 
-    def score(data):
-        return elbo_per_point(model, guide, data.x, data.times, data.mask,
-                              num_particles=config.eval_particles, batch_size=256,
-                              elbo=_score_elbo(config, config.eval_particles))
+    device = torch.device(config.device)
+    cuda = [] if device.type != "cuda" else [
+        device.index if device.index is not None else torch.cuda.current_device()]
+
+    def score(data):  # seeded: the same run scores the same after training and in evaluate
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(config.seed)
+            return elbo_per_point(model, guide, data.x, data.times, data.mask,
+                                  num_particles=config.eval_particles, batch_size=256,
+                                  elbo=_score_elbo(config, config.eval_particles))
 
     steps = history.step_seconds
     return {

@@ -44,6 +44,25 @@ def simulate_lorenz(initial, t_end, num_steps, *, sigma=10.0, rho=28.0, beta=8.0
     return torch.stack(path, dim=1)
 
 
+def check_lorenz_settings(num_sequences, num_points, t_end, obs_noise, missing_rate,
+                          missing="points", test_fraction=0.2):
+    """The checks of :func:`stochastic_lorenz`'s settings (``ValueError`` naming the
+    setting), for callers that validate before any work (the command line's settings)."""
+    if num_points < 2 or num_sequences < 2:
+        raise ValueError(f"need num_points >= 2 and num_sequences >= 2, got {num_points} and "
+                         f"{num_sequences}")
+    if not 0.0 <= missing_rate < 1.0:
+        raise ValueError(f"missing_rate must lie in [0, 1), got {missing_rate}")
+    if not (math.isfinite(t_end) and t_end > 0):
+        raise ValueError(f"t_end must be positive and finite, got {t_end}")
+    if not (math.isfinite(obs_noise) and obs_noise >= 0):
+        raise ValueError(f"obs_noise must be finite and >= 0, got {obs_noise}")
+    if missing not in ("points", "entries"):
+        raise ValueError(f"missing must be 'points' or 'entries', got {missing!r}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+
+
 def stochastic_lorenz(num_sequences=1024, num_points=41, t_end=1.0, *, obs_noise=0.01,
                       inner_steps=20, irregular=False, missing_rate=0.0, missing="points",
                       test_fraction=0.2, seed=0, dtype=torch.float32, **lorenz_kwargs):
@@ -71,18 +90,8 @@ def stochastic_lorenz(num_sequences=1024, num_points=41, t_end=1.0, *, obs_noise
     Returns:
         tuple: ``(train, test)``, two :class:`SequenceData`.
     """
-    if num_points < 2 or num_sequences < 2:
-        raise ValueError("need num_points >= 2 and num_sequences >= 2")
-    if not 0.0 <= missing_rate < 1.0:
-        raise ValueError(f"missing_rate must lie in [0, 1), got {missing_rate}")
-    if not (math.isfinite(t_end) and t_end > 0):
-        raise ValueError(f"t_end must be positive and finite, got {t_end}")
-    if not (math.isfinite(obs_noise) and obs_noise >= 0):
-        raise ValueError(f"obs_noise must be finite and >= 0, got {obs_noise}")
-    if missing not in ("points", "entries"):
-        raise ValueError(f"missing must be 'points' or 'entries', got {missing!r}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    check_lorenz_settings(num_sequences, num_points, t_end, obs_noise, missing_rate, missing,
+                          test_fraction)
     g = torch.Generator().manual_seed(seed)
     refine = 4 if irregular else 1
     grid_points = (num_points - 1) * refine + 1
