@@ -25,7 +25,10 @@ class GaussMarkovPath(TorchDistribution):
             \log \mathcal N\big(z_k;\; A_k z_{k-1} + b_k,\; L_k L_k^\top\big),
 
     evaluated for all :math:`k` at once. :meth:`rsample` runs the recurrence as a parallel
-    scan (:func:`~pyro_vpf.ops.matrix_linear_recurrence`): no loop over time. The family
+    scan (:func:`~pyro_vpf.ops.matrix_linear_recurrence`): no loop over time. Scoring the
+    distribution's own last draw (as an ELBO does) takes the whitened residuals
+    :math:`L_k^{-1}(z_k - A_k z_{k-1} - b_k)` from the noise :math:`\varepsilon_k` it was drawn
+    from, without the triangular solve; any other value is solved for. The family
     holds the exact posterior of a linear-Gaussian state-space model given its observations
     (a Markov chain run backwards-conditioned: each :math:`z_k \mid z_{k-1}, x` is Gaussian
     with a mean affine in :math:`z_{k-1}`).
@@ -333,8 +336,10 @@ def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, pre
         precision, information: :math:`J_k, h_k`, ``(..., K+1, D, D)`` and ``(..., K+1, D)``.
         diagonal (bool): ``transition`` and ``scale_tril`` are diagonal matrices given by
             their diagonals, ``(..., K, D)`` (a prior of independent coordinates, such as a
-            diagonal OU process): every product with them is then elementwise, which roughly
-            halves the batched matrix products outside the scan.
+            diagonal OU process): every product with them is then elementwise, which removes
+            most of the batched matrix products outside the scan (at the demo's sizes, those
+            over all 4 600 steps' ``4 x 4`` matrices drop from 51 to 15 per forward and
+            backward pass).
 
     Returns:
         tuple: ``(loc0, scale_tril0, transition, shift, scale_tril)`` of the posterior chain,
