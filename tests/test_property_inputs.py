@@ -167,6 +167,12 @@ CORRUPTIONS = {
 }
 
 
+def _corrupted(corruption, data):
+    """The argument that ``corruption`` breaks, and the corrupted ``(x, times, mask)``."""
+    argument, corrupt = CORRUPTIONS[corruption]
+    return (argument, *corrupt(*data))
+
+
 FUTURE = torch.tensor([1e4, 2e4])  # after the last time of every valid sequence
 
 
@@ -247,8 +253,7 @@ def test_valid_inputs_give_finite_outputs_of_the_documented_shape(guide_name, da
 @SETTINGS
 @given(data=sequences(), guide_name=st.sampled_from(sorted(GUIDES)))
 def test_invalid_inputs_raise_a_value_error_naming_the_argument(corruption, data, guide_name):
-    argument, corrupt = CORRUPTIONS[corruption]
-    x, times, mask = corrupt(*data)
+    argument, x, times, mask = _corrupted(corruption, data)
     pyro.clear_param_store()
     for name, fn in _entry_points(guide_name).items():
         _assert_value_error(argument, name, fn, x, times, mask)
@@ -472,9 +477,9 @@ def test_training_loops_train_the_static_model_on_valid_points(loop, tmp_path_fa
 @given(data=sequences())
 def test_training_loops_refuse_invalid_sequences_before_training(loop, corruption, data,
                                                                  tmp_path_factory):
-    argument, corrupt = CORRUPTIONS[corruption]
+    argument, *corrupted = _corrupted(corruption, data)
     model, guide = _pair("sequences")
-    _assert_refused(loop, argument, model, guide, *corrupt(*data), tmp_path_factory)
+    _assert_refused(loop, argument, model, guide, *corrupted, tmp_path_factory)
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -737,8 +742,7 @@ def test_the_latent_sde_trains_with_sde_matching_on_valid_sequences(data):
 @settings(SETTINGS, max_examples=3)
 @given(data=sequences())
 def test_the_latent_sde_refuses_invalid_inputs_naming_the_argument(corruption, data):
-    argument, corrupt = CORRUPTIONS[corruption]
-    x, times, mask = corrupt(*data)
+    argument, x, times, mask = _corrupted(corruption, data)
     pyro.clear_param_store()
     for name, fn in _sde_entry_points(posterior_paths=True).items():
         _assert_value_error(argument, name, fn, x, times, mask)
@@ -804,8 +808,7 @@ def test_exact_functions_give_finite_outputs_of_the_documented_shape(data):
 @settings(SETTINGS, max_examples=4)
 @given(data=sequences())
 def test_exact_functions_refuse_invalid_inputs_naming_the_argument(corruption, data):
-    argument, corrupt = CORRUPTIONS[corruption]
-    x, times, mask = corrupt(*data)
+    argument, x, times, mask = _corrupted(corruption, data)
     for name, fn in _exact_entry_points().items():
         _assert_value_error(argument, name, fn, x, times, mask)
 
@@ -883,8 +886,7 @@ def test_evaluate_sequences_gives_finite_figures_on_valid_sequences(data, guide_
 @settings(SETTINGS, max_examples=3)
 @given(data=sequences())
 def test_evaluate_sequences_and_to_inference_data_refuse_invalid_inputs(corruption, data):
-    argument, corrupt = CORRUPTIONS[corruption]
-    x, times, mask = corrupt(*data)
+    argument, x, times, mask = _corrupted(corruption, data)
     pyro.clear_param_store()
     _assert_value_error(argument, "evaluate_sequences", evaluate_sequences, MODEL, _G, x, times,
                         mask, num_particles=2, num_samples=2)
