@@ -18,6 +18,7 @@ contract stay as cases of :func:`test_former_defects_stay_fixed`, each with wher
 """
 
 import contextlib
+import importlib
 import math
 import os
 import re
@@ -1228,11 +1229,28 @@ BACKTEST = {"horizon": 2.0, "window": 3, "num_origins": 2, "fit_options": {"num_
             "num_samples": 3, "progress": False}
 
 
+def test_backtest_refuses_a_horizon_with_nothing_observed_before_fitting(monkeypatch):
+    times = torch.arange(20.0)
+    values = torch.randn(20, DX)
+    values[17:] = float("nan")  # the last origin's horizon (17, 18, 19) is all missing
+    fitted = []
+    module = importlib.import_module("pyro_vpf.evaluation.backtest")  # the function shadows it
+    monkeypatch.setattr(module, "fit", lambda *a, **k: fitted.append(1))
+    with pytest.raises(ValueError, match="origin 16 has no observed entry"):
+        backtest(_small_forecaster, times, values, horizon=3.0, window=3, origins=[16.0],
+                 progress=False)
+    assert not fitted
+
+
 @settings(SETTINGS, max_examples=2)
 @given(data=series())
 def test_backtest_gives_finite_scores_for_every_origin(data):
     times, values, _, _ = data
     times = times + 10.0  # any origin of time
+    # every point keeps an observed entry, so every horizon has something to score (a
+    # horizon without one is refused: the test below)
+    empty = values.isnan().all(-1)
+    values[empty, 0] = 0.5
     results = backtest(_small_forecaster, times, values, **BACKTEST)
     assert len(results) == 2
     for result in results:

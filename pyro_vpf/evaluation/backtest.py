@@ -107,6 +107,9 @@ def backtest(model_factory, times, values, *, horizon, window, origins=None, num
             raise ValueError(f"origin {origin:g} has no point in the {horizon:g} after it")
         split = split_series(times[:end], values[:end], holdout=float(t64[end - 1]) - origin,
                              window=window, stride=stride, dtype=torch.get_default_dtype())
+        if not bool(split.test.observed().any()):  # before any fitting: nothing to score
+            raise ValueError(f"origin {origin:g} has no observed entry in the {horizon:g} "
+                             "after it")
         tic = time.perf_counter()
         pyro.set_rng_seed(seed + i)
         model, guide = model_factory(split.train)
