@@ -16,10 +16,11 @@ inclusive scan under the associative operator
 
     (a_l, b_l) \oplus (a_r, b_r) = (a_r a_l,\; a_r b_l + b_r).
 
-It is evaluated with the work-efficient Brent--Kung scan (Brent & Kung, 1982; Blelloch,
-1990): an up-sweep and a down-sweep of :math:`\lceil\log_2 K\rceil` levels each, every level
-one vectorised multiply-add over a strided view, :math:`O(K)` work in all. Only products of
-the :math:`a_k` are ever formed, never their inverses, so nothing grows like
+It is evaluated by the library's one associative scan
+(:func:`pyro_vpf.chain.associative.scan`: a parallel odd--even reduction of
+:math:`2\lceil\log_2 K\rceil` batched levels, or a sequential loop, as
+:func:`~pyro_vpf.chain.associative.choose_execution` picks), :math:`O(K)` work either way.
+Only products of the :math:`a_k` are ever formed, never their inverses, so nothing grows like
 :math:`\exp(+\kappa t)` and the result agrees with the sequential recurrence to rounding.
 
 The backward pass is the adjoint recurrence, itself a reversed linear recurrence:
@@ -28,6 +29,8 @@ The backward pass is the adjoint recurrence, itself a reversed linear recurrence
 """
 
 import torch
+
+from pyro_vpf.chain import affine_combine, scalar_affine_combine, scan
 
 __all__ = ["exp_ratio", "from_columns", "inverse_softplus", "linear_recurrence",
            "matrix_linear_recurrence", "matvec", "sequential_linear_recurrence", "shared_dims",
@@ -99,38 +102,13 @@ def _check_recurrence_args(a, b, dim):
     return a, b, dim
 
 
-@torch.no_grad()
-def _brent_kung_(a, h):
-    """In-place inclusive scan along dim 0; ``a`` is overwritten with partial products.
-
-    ``a`` may be broadcast against ``h`` in every dimension but the first.
-    """
-    K = h.shape[0]
-    s = 2
-    while s <= K:  # up-sweep: combine disjoint blocks of length s
-        half = s // 2
-        right_h = h[s - 1 :: s]
-        n = right_h.shape[0]
-        right_a = a[s - 1 :: s]
-        right_h.addcmul_(right_a, h[half - 1 :: s][:n])
-        right_a.mul_(a[half - 1 :: s][:n])
-        s *= 2
-    s //= 2
-    while s >= 2:  # down-sweep: fill in the prefixes that end inside each block
-        half = s // 2
-        right_h = h[s + half - 1 :: s]
-        n = right_h.shape[0]
-        right_h.addcmul_(a[s + half - 1 :: s], h[s - 1 :: s][:n])
-        s //= 2
-    return h
-
-
 class _LinearRecurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b):
+    def forward(ctx, a, b, execution):
         # a, b have the recurrence dimension first; a broadcasts against b.
-        h = b.detach().clone(memory_format=torch.contiguous_format)
-        _brent_kung_(a.detach().clone(memory_format=torch.contiguous_format), h)
+        with torch.no_grad():
+            h = scan(scalar_affine_combine, [a, b], execution=execution)[1]
+        ctx.execution = execution
         ctx.save_for_backward(a, h)
         return h
 
@@ -139,25 +117,26 @@ class _LinearRecurrence(torch.autograd.Function):
         a, h = ctx.saved_tensors
         # Adjoint: lambda_k = g_k + a_{k+1} lambda_{k+1}, a reversed linear recurrence.
         a_next = torch.cat([a[1:], torch.zeros_like(a[:1])])
-        lam = _apply(a_next.flip(0), grad_h.flip(0)).flip(0)
+        lam = _apply(a_next.flip(0), grad_h.flip(0), ctx.execution).flip(0)
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
             h_prev = torch.cat([torch.zeros_like(h[:1]), h[:-1]])
             grad_a = (lam * h_prev).sum_to_size(a.shape)
         if ctx.needs_input_grad[1]:
             grad_b = lam
-        return grad_a, grad_b
+        return grad_a, grad_b, None
 
 
-def _apply(a, b):
-    return _LinearRecurrence.apply(a, b)
+def _apply(a, b, execution="auto"):
+    return _LinearRecurrence.apply(a, b, execution)
 
 
-def linear_recurrence(a, b, dim=0):
+def linear_recurrence(a, b, dim=0, execution="auto"):
     r"""Evaluate :math:`h_k = a_k h_{k-1} + b_k` (with :math:`h_{-1} = 0`) along ``dim``.
 
-    A parallel (Brent--Kung) scan: :math:`O(K)` work in :math:`2\lceil\log_2 K\rceil`
-    vectorised steps, differentiable in ``a`` and ``b`` (twice, via the adjoint recurrence).
+    The associative scan of :mod:`pyro_vpf.chain` (parallel or sequential, ``execution`` as
+    :func:`~pyro_vpf.chain.associative.choose_execution` takes it): :math:`O(K)` work,
+    differentiable in ``a`` and ``b`` (twice, via the adjoint recurrence).
     Fold an initial state :math:`h_{-1} = c` in by adding :math:`a_0 c` to :math:`b_0`.
 
     Args:
@@ -165,6 +144,7 @@ def linear_recurrence(a, b, dim=0):
             across samples, which keeps the products cheap).
         b (torch.Tensor): increments, shape ``(..., K, ...)`` with ``K`` at ``dim``.
         dim (int): the recurrence dimension.
+        execution (str): ``"auto"``, ``"parallel"`` or ``"sequential"``.
 
     Returns:
         torch.Tensor: ``h`` with ``b``'s shape.
@@ -178,7 +158,7 @@ def linear_recurrence(a, b, dim=0):
         tensor([1.0000, 1.5000, 1.7500, 1.8750])
     """
     a, b, dim = _check_recurrence_args(a, b, dim)
-    h = _apply(a.movedim(dim, 0), b.movedim(dim, 0))
+    h = _apply(a.movedim(dim, 0), b.movedim(dim, 0), execution)
     return h.movedim(0, dim)
 
 
@@ -198,35 +178,14 @@ def sequential_linear_recurrence(a, b, dim=0):
     return out.movedim(0, dim)
 
 
-def _odd_even_matrix_scan(A, b):
-    """h_k = A_k h_{k-1} + b_k along dim 0 (h_{-1} = 0), by recursive odd-even reduction.
-
-    Built from out-of-place ops only, so autograd differentiates it as it is. ``A`` is
-    ``(K, ..., D, D)``, ``b`` ``(K, ..., D, C)``: ``C`` recurrences sharing their matrices,
-    side by side as columns (one matrix product for all of them).
-    """
-    K = b.shape[0]
-    if K == 1:
-        return b
-    half = K // 2
-    A_even, A_odd = A[0 : 2 * half : 2], A[1 : 2 * half : 2]
-    b_even, b_odd = b[0 : 2 * half : 2], b[1 : 2 * half : 2]
-    # pairs (2i, 2i+1) compose into one step ending at 2i+1
-    h_odd = _odd_even_matrix_scan(A_odd @ A_even, A_odd @ b_even + b_odd)
-    # h_{2i} = A_{2i} h_{2i-1} + b_{2i} for i >= 1; h_0 = b_0
-    rest = A[2:K:2] @ h_odd[: (K - 1) // 2] + b[2:K:2]
-    h_even = torch.cat([b[:1], rest])
-    if K % 2:
-        h_odd = torch.cat([h_odd, torch.zeros_like(h_odd[:1])])
-    return torch.stack([h_even, h_odd], dim=1).flatten(0, 1)[:K]
-
-
-def matrix_linear_recurrence(A, b, dim=-2):
+def matrix_linear_recurrence(A, b, dim=-2, execution="auto"):
     r"""Evaluate :math:`h_k = A_k h_{k-1} + b_k` (:math:`h_{-1} = 0`) with matrices :math:`A_k`.
 
     The matrix counterpart of :func:`linear_recurrence` (e.g. for Gauss--Markov guides with
-    full transition matrices): a parallel odd-even reduction, :math:`O(K)` matrix products in
-    :math:`O(\log K)` sequential levels, differentiable by autograd.
+    full transition matrices): the associative scan of :mod:`pyro_vpf.chain` (a parallel
+    odd--even reduction, :math:`O(K)` matrix products in :math:`O(\log K)` levels, or a
+    sequential loop; ``execution`` as
+    :func:`~pyro_vpf.chain.associative.choose_execution` takes it), differentiable by autograd.
 
     Args:
         A (torch.Tensor): ``(..., K, D, D)``, broadcastable against ``b``'s batch.
@@ -252,7 +211,8 @@ def matrix_linear_recurrence(A, b, dim=-2):
     columns = to_columns(b, batch, shared, own)  # (..., D, C)
     A = own_dims(A, n, own)
     step = own.index(time_dim)
-    h = _odd_even_matrix_scan(A.movedim(step, 0), columns.movedim(step, 0)).movedim(0, step)
+    h = scan(affine_combine, [A.movedim(step, 0), columns.movedim(step, 0)], execution=execution,
+             state_dim=b.shape[-1])[1].movedim(0, step)
     return from_columns(h, batch, shared, own)
 
 

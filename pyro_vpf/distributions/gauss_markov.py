@@ -6,6 +6,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
+from pyro_vpf.chain import covariance_combine, gaussian_combine, scan
 from pyro_vpf.ops import matrix_linear_recurrence
 
 __all__ = ["GaussMarkovPath", "gauss_markov_evidence", "gauss_markov_marginals",
@@ -116,7 +117,7 @@ class GaussMarkovPath(TorchDistribution):
         return per_step.sum(-1)
 
 
-def gauss_markov_marginals(loc0, cov0, transition, shift, scale_tril):
+def gauss_markov_marginals(loc0, cov0, transition, shift, scale_tril, *, execution="auto"):
     r"""Marginal means and covariances of a Gauss--Markov path with a Gaussian start.
 
     For :math:`z_0 \sim \mathcal N(\mu_0, P_0)` and
@@ -140,51 +141,30 @@ def gauss_markov_marginals(loc0, cov0, transition, shift, scale_tril):
     Returns:
         tuple: ``(loc, cov)`` of :math:`z_{0:K}`, ``(..., K+1, D)`` and ``(..., K+1, D, D)``.
     """
-    loc = _mean_path(loc0, transition, shift)
+    loc = _mean_path(loc0, transition, shift, execution)
     noise = scale_tril @ scale_tril.transpose(-1, -2)
     batch = torch.broadcast_shapes(transition.shape[:-3], noise.shape[:-3], cov0.shape[:-2])
     transition, noise = (t.expand(batch + t.shape[-3:]) for t in (transition, noise))
     cov0 = cov0.expand(batch + cov0.shape[-2:])
     first = transition[..., 0, :, :] @ cov0 @ transition[..., 0, :, :].transpose(-1, -2)
     noise = torch.cat([(noise[..., 0, :, :] + first).unsqueeze(-3), noise[..., 1:, :, :]], -3)
-    cov = _odd_even_covariance_scan(transition.movedim(-3, 0), noise.movedim(-3, 0))
+    cov = scan(covariance_combine, [transition.movedim(-3, 0), noise.movedim(-3, 0)],
+               execution=execution, state_dim=transition.shape[-1])[1]
     cov = torch.cat([cov0.unsqueeze(0), cov]).movedim(0, -3)
     return loc, 0.5 * (cov + cov.transpose(-1, -2))
-
-
-def _odd_even_covariance_scan(A, S):
-    r""":math:`P_k = A_k P_{k-1} A_k^\top + S_k` along dim 0 (:math:`P_{-1} = 0`), by
-    recursive odd-even reduction (as :func:`~pyro_vpf.ops.matrix_linear_recurrence` for
-    vectors): pairs of steps compose into one, :math:`(A, S) = (A_2 A_1,
-    A_2 S_1 A_2^\top + S_2)`, the half-length recurrence is solved, and the even steps
-    follow from the odd ones. :math:`O(K)` products of ``(D, D)`` matrices in
-    :math:`O(\log K)` sequential levels."""
-    K = S.shape[0]
-    if K == 1:
-        return S
-    half = K // 2
-    A_even, A_odd = A[0:2 * half:2], A[1:2 * half:2]
-    S_even, S_odd = S[0:2 * half:2], S[1:2 * half:2]
-    odd = _odd_even_covariance_scan(A_odd @ A_even,
-                                    A_odd @ S_even @ A_odd.transpose(-1, -2) + S_odd)
-    A_rest = A[2:K:2]
-    rest = A_rest @ odd[:(K - 1) // 2] @ A_rest.transpose(-1, -2) + S[2:K:2]
-    even = torch.cat([S[:1], rest])
-    if K % 2:
-        odd = torch.cat([odd, torch.zeros_like(odd[:1])])
-    return torch.stack([even, odd], dim=1).flatten(0, 1)[:K]
 
 
 def _matvec(matrix, vector):
     return (matrix @ vector.unsqueeze(-1)).squeeze(-1)
 
 
-def _mean_path(loc0, transition, shift):
+def _mean_path(loc0, transition, shift, execution="auto"):
     r""":math:`\mu_{0:K}` of :math:`\mu_k = A_k \mu_{k-1} + b_k`, ``(..., K+1, D)``, by the
     parallel scan."""
     start = _matvec(transition[..., :1, :, :], loc0.unsqueeze(-2))
     loc = matrix_linear_recurrence(
-        transition, torch.cat([shift[..., :1, :] + start, shift[..., 1:, :]], -2), dim=-2)
+        transition, torch.cat([shift[..., :1, :] + start, shift[..., 1:, :]], -2), dim=-2,
+        execution=execution)
     loc0 = loc0.expand(loc.shape[:-2] + loc0.shape[-1:])
     return torch.cat([loc0.unsqueeze(-2), loc], -2)
 
@@ -290,7 +270,7 @@ def _scale(scale_tril, gram, diagonal=False):
 
 
 def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, precision,
-                           information, *, diagonal=False):
+                           information, *, diagonal=False, execution="auto"):
     r"""A Gauss--Markov chain conditioned on Gaussian potentials at every step.
 
     The prior chain is :math:`z_0 \sim \mathcal N(\mu_0, C_0 C_0^\top)`,
@@ -348,12 +328,12 @@ def gauss_markov_posterior(loc0, scale_tril0, transition, shift, scale_tril, pre
     """
     m0, gram0, A, b, gram, _, _ = _condition_chain(loc0, scale_tril0, transition, shift,
                                                    scale_tril, precision, information,
-                                                   diagonal)
+                                                   diagonal, execution)
     return m0, _scale(scale_tril0, gram0), A, b, _scale(scale_tril, gram, diagonal)
 
 
 def gauss_markov_evidence(loc0, scale_tril0, transition, shift, scale_tril, precision,
-                          information):
+                          information, *, execution="auto"):
     r"""The posterior mean path of :func:`gauss_markov_posterior` and what, added to the
     potentials there, gives the log-normaliser
     :math:`\log Z = \log \int p(z_{0:K}) \prod_k \phi_k(z_k)\, dz_{0:K}`.
@@ -403,8 +383,9 @@ def gauss_markov_evidence(loc0, scale_tril0, transition, shift, scale_tril, prec
         :math:`-\tfrac12 \sum_k (\lVert \hat\nu_k \rVert^2 + \log\det G_k)` ``(...)``.
     """
     m0, gram0, A, b, gram, Lam, eta = _condition_chain(loc0, scale_tril0, transition, shift,
-                                                       scale_tril, precision, information)
-    loc = _mean_path(m0, A, b)
+                                                       scale_tril, precision, information,
+                                                       execution=execution)
+    loc = _mean_path(m0, A, b, execution)
     predicted = _matvec(transition, loc[..., :-1, :]) + shift
     start = _noise_penalty(scale_tril0, gram0, Lam[..., 0, :, :], eta[..., 0, :], loc0)
     steps = _noise_penalty(scale_tril, gram, Lam[..., 1:, :, :], eta[..., 1:, :], predicted)
@@ -422,7 +403,7 @@ def _noise_penalty(scale_tril, gram, precision, information, predicted):
 
 
 def _condition_chain(loc0, scale_tril0, transition, shift, scale_tril, precision, information,
-                     diagonal=False):
+                     diagonal=False, execution="auto"):
     r"""The work of :func:`gauss_markov_posterior`: the posterior start mean :math:`m_0`,
     Gram matrix :math:`G_0`, transitions :math:`A_k, b_k`, Gram matrices :math:`G_k` and the
     backward information :math:`(\Lambda_k, \eta_k)`, ``k = 0..K``."""
@@ -446,7 +427,9 @@ def _condition_chain(loc0, scale_tril0, transition, shift, scale_tril, precision
     # one element per transition k, with the potential at its end z_{k+1}
     J, h = precision[..., 1:, :, :], information[..., 1:, :, :]
     elements = _transition_elements(transition, shift, scale_tril, J, h, diagonal)
-    *_, eta_later, J_later = _suffix_scan(elements)
+    *_, eta_later, J_later = (t.movedim(0, -3) for t in scan(
+        gaussian_combine, [t.movedim(-3, 0) for t in elements], reverse=True,
+        execution=execution, state_dim=D))
     # beta_k = phi_k times the information from all later potentials (none after z_K)
     Lam = precision + torch.cat([J_later, torch.zeros_like(precision[..., :1, :, :])], -3)
     eta = information + torch.cat([eta_later, torch.zeros_like(information[..., :1, :, :])],
@@ -477,55 +460,3 @@ def _transition_elements(transition, shift, scale_tril, precision, information, 
     Ft = _transposed(transition, diagonal)
     return (A, b, cov, _left(Ft, information - precision @ b, diagonal),
             _left(Ft, precision @ A, diagonal))
-
-
-def _combine(first, second):
-    r"""The element of two adjacent segments, ``first`` then ``second``.
-
-    The associative operator of the parallel Kalman filter (Särkkä & García-Fernández,
-    2021, IEEE TAC 66(1)), with :math:`M = (I + C_1 J_2)^{-1}`:
-    :math:`A = A_2 M A_1`, :math:`b = A_2 M (b_1 + C_1 \eta_2) + b_2`,
-    :math:`C = A_2 M C_1 A_2^\top + C_2`,
-    :math:`\eta = A_1^\top M^\top (\eta_2 - J_2 b_1) + \eta_1`,
-    :math:`J = A_1^\top M^\top J_2 A_1 + J_1`. :math:`C_1 J_2` is a product of positive
-    semi-definite matrices, so its eigenvalues are :math:`\ge 0` and :math:`I + C_1 J_2` is
-    invertible.
-    """
-    A1, b1, C1, eta1, J1 = first
-    A2, b2, C2, eta2, J2 = second
-    eye = torch.eye(A1.shape[-1], dtype=A1.dtype, device=A1.device)
-    # solves rather than an explicit inverse: I + C1 J2 may be badly conditioned (precise
-    # information about a nearly deterministic step), and the solves keep more digits
-    X = eye + C1 @ J2
-    P = torch.linalg.solve(X, A2, left=False)  # A2 M
-    R = torch.linalg.solve(X, A1).transpose(-1, -2)  # A1^T M^T
-    return (P @ A1, P @ (b1 + C1 @ eta2) + b2, P @ C1 @ A2.transpose(-1, -2) + C2,
-            R @ (eta2 - J2 @ b1) + eta1, R @ J2 @ A1 + J1)
-
-
-def _suffix_scan(elements):
-    """Suffix products ``e_k (x) e_{k+1} (x) ... (x) e_{K-1}`` of elements stacked on dim -3,
-    by recursive odd-even reduction: adjacent pairs combine into one element, the suffixes
-    of the half-length sequence are those at the even positions, and one more combine gives
-    the odd ones. About ``2 K`` combines in ``2 ceil(log2 K)`` batched levels."""
-    K = elements[0].shape[-3]
-    if K == 1:
-        return elements
-    half = K // 2
-    even = [t[..., 0:2 * half:2, :, :] for t in elements]
-    odd = [t[..., 1:2 * half:2, :, :] for t in elements]
-    pairs = _combine(even, odd)  # e_{2i} (x) e_{2i+1}
-    if K % 2:
-        pairs = [torch.cat([p, t[..., -1:, :, :]], -3)
-                 for p, t in zip(pairs, elements, strict=True)]
-    at_even = _suffix_scan(pairs)  # the suffix from 2i
-    inner = (K - 1) // 2  # odd positions with a pair after them
-    at_odd = _combine([t[..., :inner, :, :] for t in odd],
-                      [t[..., 1:inner + 1, :, :] for t in at_even])
-    if K % 2:  # pad to the length of the even positions
-        at_odd = [torch.cat([t, torch.zeros_like(t[..., :1, :, :])], -3) for t in at_odd]
-    else:  # the last position is its own suffix
-        at_odd = [torch.cat([t, e[..., -1:, :, :]], -3)
-                  for t, e in zip(at_odd, odd, strict=True)]
-    return [torch.stack([e, o], -3).flatten(-4, -3)[..., :K, :, :]
-            for e, o in zip(at_even, at_odd, strict=True)]

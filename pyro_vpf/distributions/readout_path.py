@@ -25,15 +25,9 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from pyro_vpf.distributions.gauss_markov import _combine
-from pyro_vpf.ops import (
-    from_columns,
-    matrix_linear_recurrence,
-    matvec,
-    own_dims,
-    shared_dims,
-    to_columns,
-)
+from pyro_vpf.chain import choose_execution
+from pyro_vpf.chain.readout import filtered_covariances, innovation_log_density
+from pyro_vpf.ops import matrix_linear_recurrence, matvec
 from pyro_vpf.processes.base import psd_root
 from pyro_vpf.processes.state_space import coordinate_parts
 
@@ -100,20 +94,6 @@ def draw_states(loc0, root0, transition, noise_root, shift=None, shape=None):
                                     dim=-2)
 
 
-def _prefix_scan(elements):
-    """Inclusive prefix products ``e_0 (x) ... (x) e_k`` of elements stacked on dim -3, by
-    recursive doubling (Hillis--Steele): ceil(log2 K) levels, each one batched combine."""
-    K = elements[0].shape[-3]
-    offset = 1
-    while offset < K:
-        tail = _combine([t[..., :K - offset, :, :] for t in elements],
-                        [t[..., offset:, :, :] for t in elements])
-        elements = [torch.cat([t[..., :offset, :, :], new], -3)
-                    for new, t in zip(tail, elements, strict=True)]
-        offset *= 2
-    return elements
-
-
 class GaussMarkovReadoutPath(TorchDistribution):
     r"""Path :math:`y_{1:K}` of the noiseless readout :math:`y_k = H s_k` of a Gauss--Markov
     chain, given the readout :math:`y_0` at the start.
@@ -139,6 +119,9 @@ class GaussMarkovReadoutPath(TorchDistribution):
         shift (torch.Tensor): :math:`b_k`, ``(..., K, S)``.
         noise_cov (torch.Tensor): :math:`Q_k`, ``(..., K, S, S)``.
         readout (torch.Tensor): :math:`H`, ``(..., R, S)``.
+        execution (str): how the chain's scans run: ``"auto"`` (the rule of
+            :func:`~pyro_vpf.chain.associative.choose_execution`), ``"parallel"`` or
+            ``"sequential"``.
 
     ``event_shape == (K, R)``; the batch shape is the broadcast of the arguments' batches.
     """
@@ -148,7 +131,7 @@ class GaussMarkovReadoutPath(TorchDistribution):
     has_rsample = True
 
     def __init__(self, y0, loc0, cov0, transition, shift, noise_cov, readout,
-                 validate_args=None):
+                 validate_args=None, *, execution="auto"):
         if readout.dim() < 2 or y0.shape[-1:] != readout.shape[-2:-1]:
             raise ValueError(f"readout must be (..., R, S) with R = y0's {tuple(y0.shape[-1:])}, "
                              f"got {tuple(readout.shape)}")
@@ -171,6 +154,8 @@ class GaussMarkovReadoutPath(TorchDistribution):
         self.y0, self.loc0, self.cov0 = y0, loc0, cov0
         self.transition, self.shift, self.noise_cov, self.readout = (
             transition, shift, noise_cov, readout)
+        choose_execution(1, 1, y0.device, execution)  # a ValueError naming it if unknown
+        self.execution = execution
         super().__init__(batch_shape, torch.Size((K, y0.shape[-1])), validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
@@ -180,6 +165,7 @@ class GaussMarkovReadoutPath(TorchDistribution):
                             ("shift", 2), ("noise_cov", 3), ("readout", 2)):
             value = getattr(self, name)
             setattr(new, name, value.expand(batch_shape + value.shape[value.dim() - event:]))
+        new.execution = self.execution
         super(GaussMarkovReadoutPath, new).__init__(batch_shape, self.event_shape,
                                                     validate_args=False)
         new._validate_args = self._validate_args
@@ -199,87 +185,28 @@ class GaussMarkovReadoutPath(TorchDistribution):
     def filter(self, value):
         r"""Filtered moments :math:`E[s_k \mid y_{0:k}]`, :math:`\mathrm{Cov}[s_k \mid y_{0:k}]`
         of every step, ``(..., K+1, S)`` and ``(..., K+1, S, S)`` (step 0 included), and the
-        log-density of ``value`` ``(...)``: one parallel scan for all three. The covariances
-        do not depend on the values and keep the batch of the covariance arguments (shared
-        by every path drawn at the same times)."""
+        log-density of ``value`` ``(...)``, by the engine's readout filter
+        (:mod:`pyro_vpf.chain.readout`). The covariances do not depend on the values and
+        keep the batch of the covariance arguments (shared by every path drawn at the same
+        times)."""
         if self._validate_args:
             self._validate_sample(value)
-        A, b, Q = self.transition, self.shift, self.noise_cov
-        H = self.readout.unsqueeze(-3)  # (..., 1, R, S)
-        Ht = H.transpose(-1, -2)
-        batch = torch.broadcast_shapes(value.shape[:-2], self.batch_shape)
-        # covariances do not depend on the values: matrices keep their own (often much
-        # smaller) batch through the scan, only the vectors carry every path
-        matrix_batch = torch.broadcast_shapes(A.shape[:-3], Q.shape[:-3], self.cov0.shape[:-2],
-                                              self.readout.shape[:-2])
-        S = A.shape[-1]
-        eye = torch.eye(S, dtype=A.dtype, device=A.device)
+        A, b, H = self.transition, self.shift, self.readout
         m0, P0, _ = self._start()
-        m0 = m0.expand(batch + (S,))
-        # first element: the prediction from the conditioned start, updated with y_1
-        m1 = _mv(A[..., 0, :, :], m0) + b[..., 0, :]
-        P1 = A[..., 0, :, :] @ P0 @ A[..., 0, :, :].transpose(-1, -2) + Q[..., 0, :, :]
-        m1, P1, _ = condition_on_readout(m1, P1, self.readout, value[..., 0, :])
-        # the others: s_k | s_{k-1}, y_k and what y_k says about s_{k-1}
-        HQ = H @ Q
-        gain = torch.linalg.solve(HQ @ Ht, HQ).transpose(-1, -2)  # (..., K, S, R)
-        projection = eye - gain @ H
-        HA = H @ A
-        residual = value - _mv(H, b)  # (..., K, R)
-        innovation_cov = HQ @ Ht
-        A_el = projection @ A
-        b_el = b + _mv(gain, residual)  # (I - K H) b + K y
-        C_el = projection @ Q @ projection.transpose(-1, -2)
-        weighted = torch.linalg.solve(innovation_cov, HA)  # S^{-1} H A
-        J = HA.transpose(-1, -2) @ weighted
-
-        def first_then_rest(first, rest, shape):
-            rest = rest[..., 1:, :, :]
-            first = first.expand(shape + (1,) + rest.shape[-2:])
-            return torch.cat([first, rest.expand(shape + rest.shape[-3:])], -3)
-
-        # vectors in columns: the paths that share the matrices side by side, so that every
-        # product of the scan multiplies a matrix once (ops.matvec)
-        K = A.shape[-3]
-        steps, matrix_steps = batch + (K,), matrix_batch + (K,)
-        shared, own = shared_dims(matrix_steps, steps)
-
-        def columns(vectors):
-            return to_columns(vectors, steps, shared, own)
-
-        def matrices(mats):
-            return own_dims(mats, len(steps), own)
-
-        # what y_k says about s_{k-1}: (H A)^T S^{-1} residual
-        eta = _mv(HA.transpose(-1, -2), from_columns(torch.linalg.solve(
-            matrices(innovation_cov.expand(matrix_steps + innovation_cov.shape[-2:])),
-            columns(residual.expand(steps + residual.shape[-1:]))), steps, shared, own))
-        zeros = torch.zeros(matrix_batch + (1, S, S), dtype=A.dtype, device=A.device)
-        b_el = torch.cat([m1.unsqueeze(-2), b_el.expand(steps + (S,))[..., 1:, :]], -2)
-        eta = torch.cat([torch.zeros_like(m1).unsqueeze(-2),
-                         eta.expand(steps + (S,))[..., 1:, :]], -2)
-        elements = [matrices(first_then_rest(zeros, A_el, matrix_batch)), columns(b_el),
-                    matrices(first_then_rest(P1.unsqueeze(-3), C_el, matrix_batch)),
-                    columns(eta), matrices(first_then_rest(zeros, J, matrix_batch))]
-        _, means, covs, _, _ = _prefix_scan(elements)
-        means = from_columns(means, steps, shared, own)
-        means = torch.cat([m0.unsqueeze(-2), means], -2)  # (..., K+1, S)
-        covs = covs.reshape(matrix_steps + (S, S))
-        covs = torch.cat([P0.expand(matrix_batch + (S, S)).unsqueeze(-3), covs], -3)
-        covs = 0.5 * (covs + covs.transpose(-1, -2))
-        # prediction errors of every step from the filtered moments of the one before
+        covs, V, gain, projection = filtered_covariances(P0, A, self.noise_cov, H,
+                                                         self.execution)
+        # the means: m_k = (I - G_k H)(A_k m_{k-1} + b_k) + G_k y_k, matrices shared by paths
+        batch = torch.broadcast_shapes(value.shape[:-2], self.batch_shape)
+        m0 = m0.expand(batch + m0.shape[-1:])
+        M = projection @ A
+        u = _mv(projection, b) + _mv(gain, value)
+        first = u[..., :1, :] + _mv(M[..., :1, :, :], m0.unsqueeze(-2))
+        means = matrix_linear_recurrence(M, torch.cat([first, u[..., 1:, :]], -2), dim=-2,
+                                         execution=self.execution)
+        means = torch.cat([m0.unsqueeze(-2), means], -2)
         predicted = _mv(A, means[..., :-1, :]) + b
-        predicted_cov = A @ covs[..., :-1, :, :] @ A.transpose(-1, -2) + Q
-        error = value - _mv(H, predicted)
-        error_cov = H @ predicted_cov @ Ht
-        chol = torch.linalg.cholesky(0.5 * (error_cov + error_cov.transpose(-1, -2)))
-        white = from_columns(torch.linalg.solve_triangular(
-            matrices(chol), columns(error), upper=False), steps, shared, own)
-        R = value.shape[-1]
-        log_prob = (-0.5 * white.square().sum(-1)
-                    - chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-                    - 0.5 * R * math.log(2 * math.pi)).sum(-1)
-        return means, covs, log_prob
+        error = value - _mv(H.unsqueeze(-3), predicted)
+        return means, covs, innovation_log_density(error, V)
 
     def log_prob(self, value):
         return self.filter(value)[2]
@@ -306,6 +233,7 @@ class ProcessPath(TorchDistribution):
         y0 (torch.Tensor): ``(..., D)``.
         times (torch.Tensor): strictly increasing, ``(K+1,)`` or ``(..., K+1)``, ``K >= 1``.
         mean (float or torch.Tensor): :math:`\mu`, broadcastable to ``(D,)``.
+        execution (str): how the chain's scans run (:class:`GaussMarkovReadoutPath`).
 
     ``event_shape == (K, D)``.
     """
@@ -314,7 +242,7 @@ class ProcessPath(TorchDistribution):
     support = constraints.independent(constraints.real, 2)
     has_rsample = True
 
-    def __init__(self, process, y0, times, mean=0.0, validate_args=None):
+    def __init__(self, process, y0, times, mean=0.0, validate_args=None, *, execution="auto"):
         if not isinstance(y0, torch.Tensor) or y0.dim() < 1:
             raise ValueError("ProcessPath argument 'y0' must be a tensor of shape (..., D)")
         if not isinstance(times, torch.Tensor) or times.dim() < 1 or times.shape[-1] < 2:
@@ -329,7 +257,8 @@ class ProcessPath(TorchDistribution):
                 raise ValueError(f"ProcessPath argument 'process' has dtype {p._like.dtype} on "
                                  f"{p._like.device}, but y0 has {y0.dtype} on {y0.device}")
         self.parts, self.sizes = parts, sizes
-        self.y0, self.times = y0, times
+        choose_execution(1, 1, y0.device, execution)  # a ValueError naming it if unknown
+        self.y0, self.times, self.execution = y0, times, execution
         self.loc = torch.as_tensor(mean, dtype=y0.dtype, device=y0.device)
         try:
             batch_shape = torch.broadcast_shapes(y0.shape[:-1], times.shape[:-1],
@@ -346,7 +275,7 @@ class ProcessPath(TorchDistribution):
         return ProcessPath(self.parts if len(self.parts) > 1 else self.parts[0],
                            self.y0.expand(batch_shape + (D,)),
                            self.times.expand(batch_shape + self.times.shape[-1:]), self.loc,
-                           validate_args=self._validate_args)
+                           validate_args=self._validate_args, execution=self.execution)
 
     def _inner(self, part, y0):
         """The coordinate-batched readout path of one part: batch ``(..., d)``, event
@@ -362,7 +291,8 @@ class ProcessPath(TorchDistribution):
         S = part.state_dim
         zeros = A.new_zeros(A.shape[-3:-1])
         return GaussMarkovReadoutPath(y0.unsqueeze(-1), cov0.new_zeros(cov0.shape[:-1]), cov0,
-                                      A, zeros, Q, H.unsqueeze(-2).expand(H.shape[:-1] + (1, S)))
+                                      A, zeros, Q, H.unsqueeze(-2).expand(H.shape[:-1] + (1, S)),
+                                      execution=self.execution)
 
     def _split(self, value):
         return value.split(self.sizes, dim=-1)

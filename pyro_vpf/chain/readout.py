@@ -1,0 +1,134 @@
+r"""Filtering a chain through a noiseless readout: the exact density of a projected path.
+
+For the chain :math:`s_k = A_k s_{k-1} + b_k + w_k`, :math:`w_k \sim \mathcal N(0, Q_k)`,
+started from :math:`s_0 \sim \mathcal N(m_0, P_0)`, and the readout :math:`y_k = H s_k`
+(no noise), the density of :math:`y_{1:K}` is the prediction-error decomposition
+
+.. math::
+
+    \log p(y_{1:K}) = \sum_{k=1}^K \log \mathcal N\big(y_k - H(A_k m_{k-1} + b_k);\;
+        0,\; V_k\big), \qquad V_k = H P^-_k H^\top, \quad
+        P^-_k = A_k P_{k-1} A_k^\top + Q_k,
+
+with the filtered moments :math:`m_k = E[s_k \mid y_{1:k}]`, :math:`P_k = \mathrm{Cov}[s_k
+\mid y_{1:k}]`. The work splits in two passes:
+
+1. **Covariances** (:func:`filtered_covariances`): :math:`P_k`, :math:`V_k` and the gains
+   :math:`G_k = P^-_k H^\top V_k^{-1}` do not depend on the values, so they keep the batch of
+   the matrices (one per coordinate for paths drawn at shared times, not one per path).
+   Sequentially: predict, then :math:`P_k = (I - G_k H) P^-_k (I - G_k H)^\top` (Joseph's
+   form, symmetric and PSD by construction). In parallel: the covariance part
+   :math:`(A, C, J)` of the parallel Kalman filter's elements
+   (:func:`~pyro_vpf.chain.elements.gaussian_combine`) scanned by the library's one scan.
+2. **Means**: :math:`m_k = (I - G_k H)(A_k m_{k-1} + b_k) + G_k y_k`, an affine recurrence
+   whose matrices every path shares (:func:`~pyro_vpf.ops.matrix_linear_recurrence`), then
+   every innovation at once.
+
+Neither pass loops over time in the parallel execution; the sequential execution loops over
+the covariance pass only, on the matrices' own (small) batch.
+"""
+
+import math
+
+import torch
+
+from pyro_vpf.chain.associative import choose_execution, parallel_scan
+from pyro_vpf.chain.elements import gaussian_covariance_combine
+
+__all__ = ["filtered_covariances", "innovation_log_density", "readout_gain"]
+
+
+def _mv(matrix, vector):
+    return (matrix @ vector.unsqueeze(-1)).squeeze(-1)
+
+
+def readout_gain(cov, readout):
+    r"""The gain of a noiseless readout of :math:`\mathcal N(\cdot, P)`:
+    ``(V, G, projection)`` with :math:`V = H P H^\top`, :math:`G = P H^\top V^{-1}` and
+    :math:`I - G H`, for ``cov`` ``(..., S, S)`` and ``readout`` ``(..., R, S)``."""
+    HP = readout @ cov
+    V = HP @ readout.transpose(-1, -2)
+    V = 0.5 * (V + V.transpose(-1, -2))
+    if V.shape[-1] == 1:  # one readout: a division, not a solve
+        gain = HP.transpose(-1, -2) / V
+    else:
+        gain = torch.linalg.solve(V, HP).transpose(-1, -2)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    return V, gain, eye - gain @ readout
+
+
+def filtered_covariances(cov0, transition, noise_cov, readout, execution="auto"):
+    r"""The value-independent pass of the readout filter (module docstring).
+
+    Args:
+        cov0 (torch.Tensor): :math:`P_0`, ``(..., S, S)``, the start's covariance (already
+            conditioned on :math:`y_0` where the start is).
+        transition (torch.Tensor): :math:`A_k`, ``(..., K, S, S)``.
+        noise_cov (torch.Tensor): :math:`Q_k`, ``(..., K, S, S)``.
+        readout (torch.Tensor): :math:`H`, ``(..., R, S)``, with :math:`H Q_k H^\top \succ 0`.
+        execution (str): ``"auto"``, ``"parallel"`` or ``"sequential"``
+            (:func:`~pyro_vpf.chain.associative.choose_execution`).
+
+    Returns:
+        tuple: ``(P, V, G, projection)``: the filtered covariances :math:`P_{0:K}`
+        ``(..., K+1, S, S)``, and per step :math:`k = 1..K` the innovation covariances
+        :math:`V_k` ``(..., K, R, R)``, gains :math:`G_k` ``(..., K, S, R)`` and
+        :math:`I - G_k H` ``(..., K, S, S)``; the batch is that of the arguments (no path
+        dimension).
+    """
+    K, S = transition.shape[-3], transition.shape[-1]
+    batch = torch.broadcast_shapes(cov0.shape[:-2], transition.shape[:-3],
+                                   noise_cov.shape[:-3], readout.shape[:-2])
+    work = batch.numel() * S ** 3
+    chosen = choose_execution(K, S, transition.device, execution, work=work)
+    H = readout.unsqueeze(-3)  # (..., 1, R, S)
+    if chosen == "sequential":
+        P, covs = cov0, [cov0.expand(batch + (S, S))]
+        for k in range(K):
+            A = transition[..., k, :, :]
+            predicted = A @ P @ A.transpose(-1, -2) + noise_cov[..., k, :, :]
+            _, _, projection = readout_gain(predicted, readout)
+            P = projection @ predicted @ projection.transpose(-1, -2)
+            covs.append(P.expand(batch + (S, S)))
+        covs = torch.stack(covs, -3)
+    else:
+        # element k: s_k | s_{k-1}, y_k (A, C) and what y_k says about s_{k-1} (J); the first
+        # starts from P_0 itself (A = 0, J = 0)
+        _, _, projection = readout_gain(noise_cov, H)
+        A_el = projection @ transition
+        C_el = projection @ noise_cov @ projection.transpose(-1, -2)
+        HA = H @ transition
+        innovation = H @ noise_cov @ H.transpose(-1, -2)
+        J = HA.transpose(-1, -2) @ torch.linalg.solve(innovation, HA)
+        first = transition[..., :1, :, :] @ cov0.unsqueeze(-3) @ transition[
+            ..., :1, :, :].transpose(-1, -2) + noise_cov[..., :1, :, :]
+        _, _, first_projection = readout_gain(first, H)
+        first = first_projection @ first @ first_projection.transpose(-1, -2)
+        zeros = torch.zeros_like(first)
+        elements = [torch.cat([zeros.expand(batch + (1, S, S)),
+                               A_el.expand(batch + (K, S, S))[..., 1:, :, :]], -3),
+                    torch.cat([first.expand(batch + (1, S, S)),
+                               C_el.expand(batch + (K, S, S))[..., 1:, :, :]], -3),
+                    torch.cat([zeros.expand(batch + (1, S, S)),
+                               J.expand(batch + (K, S, S))[..., 1:, :, :]], -3)]
+        _, covs, _ = (t.movedim(0, -3) for t in parallel_scan(
+            gaussian_covariance_combine, [t.movedim(-3, 0) for t in elements]))
+        covs = torch.cat([cov0.unsqueeze(-3).expand(batch + (1, S, S)), covs], -3)
+    covs = 0.5 * (covs + covs.transpose(-1, -2))
+    predicted = transition @ covs[..., :-1, :, :] @ transition.transpose(-1, -2) + noise_cov
+    V, gain, projection = readout_gain(predicted, H)
+    return covs, V, gain, projection
+
+
+def innovation_log_density(error, innovation_cov):
+    r""":math:`\sum_k \log \mathcal N(e_k; 0, V_k)` for errors ``(..., K, R)`` and covariances
+    ``(..., K, R, R)`` (broadcast), summed over ``K``."""
+    R = error.shape[-1]
+    if R == 1:
+        variance = innovation_cov[..., 0, 0]
+        return (-0.5 * (error[..., 0].square() / variance + variance.log()
+                        + math.log(2 * math.pi))).sum(-1)
+    chol = torch.linalg.cholesky(innovation_cov)
+    white = torch.linalg.solve_triangular(chol, error.unsqueeze(-1), upper=False).squeeze(-1)
+    return (-0.5 * white.square().sum(-1) - chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+            - 0.5 * R * math.log(2 * math.pi)).sum(-1)
