@@ -142,10 +142,13 @@ def sequential_scan(combine, elements, reverse=False):
     elements = list(elements)
     K = elements[0].shape[0]
     order = range(K - 1, -1, -1) if reverse else range(K)
+    # unbind, not a slice per step: the backward of K slices would write K full-size
+    # gradients, that of one unbind stacks the K pieces once
+    pieces = [t.unbind(0) for t in elements]
     out = [None] * K
     acc = None
     for k in order:
-        element = [t[k:k + 1] for t in elements]
+        element = [p[k].unsqueeze(0) for p in pieces]
         if acc is None:
             acc = element
         else:
