@@ -16,11 +16,10 @@ sequential run would exceed a few seconds are skipped.
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 
 import torch
+from problems import median_time
 
 from pyro_vpf.chain import affine_combine, choose_execution, gaussian_combine, scan
 
@@ -39,16 +38,6 @@ def _elements(operator, K, S, B):
     return [0.5 * torch.randn(K, B, S, S) / S ** 0.5, torch.randn(K, B, S, 1)], affine_combine
 
 
-def _time(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
-
-
 def cell(operator, K, S, B, repeats):
     elements, combine = _elements(operator, K, S, B)
     elements = [t.requires_grad_() for t in elements]
@@ -59,8 +48,8 @@ def cell(operator, K, S, B, repeats):
             sum(o.sum() for o in out).backward()
         return fn
 
-    parallel = _time(run("parallel"), repeats)
-    sequential = _time(run("sequential"), repeats)
+    parallel = median_time(run("parallel"), repeats)
+    sequential = median_time(run("sequential"), repeats)
     work = max(t[0].numel() for t in elements) * S
     return {"operator": operator, "K": K, "S": S, "B": B, "parallel_ms": 1e3 * parallel,
             "sequential_ms": 1e3 * sequential, "ratio": sequential / parallel,

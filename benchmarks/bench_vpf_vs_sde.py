@@ -36,6 +36,7 @@ import time
 
 import pyro
 import torch
+from problems import median_time
 from pyro_vpf.guides import AffineGuide
 from pyro_vpf.models import VPF, LatentSDE
 from torch.utils.flop_counter import FlopCounterMode
@@ -94,16 +95,6 @@ def score(name, model, guide, data, test, args):
             "cov90": scores.coverage[0.9], "energy": distance, "elbo": elbo, "iw": iw}
 
 
-def _median_time(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
-
-
 def _sampler(name, model, points, paths):
     times = torch.linspace(0.0, HORIZON, points)
 
@@ -121,7 +112,7 @@ def sampling_rows(models, args):
         row = {"points": points}
         for name, model in models.items():
             draw = _sampler(name, model, points, args.sampling_paths)
-            row[f"{name}_ms"] = 1e3 * _median_time(draw, args.sampling_repeats)
+            row[f"{name}_ms"] = 1e3 * median_time(draw, args.sampling_repeats)
             if points == args.sampling_points[min(1, len(args.sampling_points) - 1)]:
                 with FlopCounterMode(display=False) as counter:
                     draw()

@@ -1,4 +1,7 @@
-"""Simulated problems shared by the benchmarks."""
+"""Simulated problems and timing shared by the benchmarks."""
+
+import statistics
+import time
 
 import torch
 from pyro_vpf.models import VPF
@@ -21,3 +24,14 @@ def linear_gaussian_problem(num_sequences=64, num_points=50, seed=0):
         z = truth.prior.sample(times, 1)[0]
         x = truth.observation_distribution(z).sample()
     return x, times, truth
+
+
+def median_time(fn, repeats):
+    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tic)
+    return statistics.median(times)

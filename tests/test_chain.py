@@ -219,11 +219,13 @@ def test_process_path_executions_agree_with_per_sequence_times(base):
         assert torch.allclose(x, y, rtol=1e-8, atol=1e-10)
 
 
-def test_benchmark_runs_and_prints_the_rule(capsys):
+def test_benchmark_runs_and_prints_the_rule(capsys, monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_chain.py"
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+    path = folder / "bench_chain.py"
     spec = importlib.util.spec_from_file_location("bench_chain", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
