@@ -13,6 +13,7 @@ from functools import partial
 
 from pyro_vpf.guides.affine import AffineGuide
 from pyro_vpf.guides.base import SequenceGuide
+from pyro_vpf.guides.exact import ExactPosterior
 from pyro_vpf.guides.flow import FlowGuide
 from pyro_vpf.guides.markov import MarkovGuide
 from pyro_vpf.guides.vae import ConditionalFlowGuide, GaussianEncoderGuide
@@ -40,6 +41,7 @@ __all__ = [
     "VAE_GUIDES",
     "AffineGuide",
     "ConditionalFlowGuide",
+    "ExactPosterior",
     "FlowGuide",
     "GaussianEncoderGuide",
     "MarkovGuide",

@@ -1,10 +1,15 @@
 r"""What every sequence guide shares: the program template and the marginal's contract."""
 
+import pyro
 from pyro import poutine
+from pyro.distributions import MultivariateNormal, TransformedDistribution
+from pyro.distributions.transforms import AffineTransform
 from torch import nn
 
+from pyro_vpf.distributions import GaussMarkovReadoutPath
 from pyro_vpf.params import register
 from pyro_vpf.plates import sequence_plate
+from pyro_vpf.sites import Z0, Z
 from pyro_vpf.validation import (
     check_integer,
     check_query_times,
@@ -12,7 +17,7 @@ from pyro_vpf.validation import (
     program_checks_values,
 )
 
-__all__ = ["SequenceGuide"]
+__all__ = ["SequenceGuide", "grid_index", "readout_sites"]
 
 
 class SequenceGuide(nn.Module):
@@ -86,3 +91,51 @@ class SequenceGuide(nn.Module):
     def marginal_distribution(self, x, times, query_times, mask):
         """:meth:`marginal` for checked arguments."""
         raise NotImplementedError
+
+
+def readout_sites(m0, L0, A, b, L, readout, mean):
+    r"""The sites ``"z0"`` and ``"z"`` of the readout :math:`z = \mu + H s` of a Gauss--Markov
+    chain over a state :math:`s`: :math:`s_0 \sim \mathcal N(m_0, L_0 L_0^\top)`,
+    :math:`s_k = A_k s_{k-1} + b_k + L_k \varepsilon_k`.
+
+    ``"z0"`` is :math:`\mathcal N(H m_0 + \mu, H L_0 L_0^\top H^\top)` and ``"z"`` the readout
+    path given it (:class:`~pyro_vpf.distributions.GaussMarkovReadoutPath`: the state's start
+    conditioned on :math:`H s_0 = z_0 - \mu`, then the chain; exact density).
+
+    Args:
+        m0, L0, A, b, L: the chain, ``(..., S)``, ``(..., S, S)``, ``(..., K, S, S)``,
+            ``(..., K, S)``, ``(..., K, S, S)``.
+        readout (torch.Tensor): :math:`H`, ``(Dz, S)``.
+        mean (torch.Tensor): :math:`\mu`, ``(Dz,)``.
+
+    Returns:
+        torch.Tensor: the draw of ``"z"``.
+    """
+    cov0 = L0 @ L0.transpose(-1, -2)
+    start = readout @ cov0 @ readout.T
+    z0 = pyro.sample(Z0, MultivariateNormal(m0 @ readout.T + mean,
+                                            0.5 * (start + start.transpose(-1, -2))))
+    path = GaussMarkovReadoutPath(z0 - mean, m0, cov0, A, b, L @ L.transpose(-1, -2), readout)
+    return pyro.sample(Z, TransformedDistribution(path, AffineTransform(mean, 1.0, event_dim=2)))
+
+
+def grid_index(times, query_times, num_sequences):
+    r"""The index on each sequence's grid of every query time, ``(B, Q)``, for guides that
+    define :math:`q(z \mid x)` at the grid times only.
+
+    A query matches a grid time when it lies within :math:`10^{-6}` of the sequence's smallest
+    spacing of it (relative to the spacing, not to the times' magnitude, so no off-grid time
+    is ever snapped to a neighbour).
+
+    Raises:
+        ValueError: if a query time is not a time of its sequence's grid.
+    """
+    grid = times.expand(num_sequences, -1)
+    query = query_times.expand(num_sequences, -1)
+    distance, index = (grid.unsqueeze(1) - query.unsqueeze(-1)).abs().min(-1)  # (B, Q)
+    spacing = grid.diff(dim=-1).min(-1, keepdim=True).values if grid.shape[-1] > 1 else (
+        grid.abs().clamp_min(1.0))
+    if not (distance <= 1e-6 * spacing).all():
+        raise ValueError("query_times must be times of the grid: this guide defines "
+                         "q(z | x) at the observation times only")
+    return index

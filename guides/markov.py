@@ -5,15 +5,13 @@ import math
 
 import pyro
 import torch
-from pyro.distributions import MultivariateNormal, TransformedDistribution, constraints
-from pyro.distributions.transforms import AffineTransform
-from pyro_vpf.guides.base import SequenceGuide
+from pyro.distributions import MultivariateNormal, constraints
+from pyro_vpf.guides.base import SequenceGuide, grid_index, readout_sites
 from torch import nn
 from torch.distributions import transform_to
 
 from pyro_vpf.distributions import (
     GaussMarkovPath,
-    GaussMarkovReadoutPath,
     gauss_markov_marginals,
     gauss_markov_posterior,
     ou_transition,
@@ -262,14 +260,7 @@ class MarkovGuide(ConstrainedParameters, SequenceGuide):
         if self.reference is None:
             z0 = pyro.sample(Z0, MultivariateNormal(m0, scale_tril=L0))
             return pyro.sample(Z, GaussMarkovPath(z0, A, b, L))
-        H, mean = self.readout(), self.reference_mean
-        cov0 = L0 @ L0.transpose(-1, -2)
-        start = H @ cov0 @ H.T
-        z0 = pyro.sample(Z0, MultivariateNormal(m0 @ H.T + mean,
-                                                0.5 * (start + start.transpose(-1, -2))))
-        path = GaussMarkovReadoutPath(z0 - mean, m0, cov0, A, b, L @ L.transpose(-1, -2), H)
-        return pyro.sample(Z, TransformedDistribution(path, AffineTransform(mean, 1.0,
-                                                                            event_dim=2)))
+        return readout_sites(m0, L0, A, b, L, self.readout(), self.reference_mean)
 
     def _direct_parameters(self, x, times, mask):
         D = self.latent_dim
@@ -296,15 +287,7 @@ class MarkovGuide(ConstrainedParameters, SequenceGuide):
         snapped to a neighbour). The marginals of all grid points come from
         :func:`~pyro_vpf.distributions.gauss_markov_marginals`.
         """
-        B = x.shape[0]
-        grid = times.expand(B, -1)
-        query = query_times.expand(B, -1)
-        distance, index = (grid.unsqueeze(1) - query.unsqueeze(-1)).abs().min(-1)  # (B, Q)
-        spacing = grid.diff(dim=-1).min(-1, keepdim=True).values if grid.shape[-1] > 1 else (
-            grid.abs().clamp_min(1.0))
-        if not (distance <= 1e-6 * spacing).all():
-            raise ValueError("query_times must be times of the grid: the Markov guide "
-                             "defines q(z | x) at the observation times only")
+        index = grid_index(times, query_times, x.shape[0])
         m0, L0, A, b, L = self.parameters_of(x, times, mask)
         loc, cov = gauss_markov_marginals(m0, L0 @ L0.transpose(-1, -2), A, b, L)
         if self.reference is not None:  # the readout of the state's marginals

@@ -32,58 +32,18 @@ where every entry is observed and the transition noise is positive definite.
 import torch
 from pyro.distributions import GaussianHMM, MultivariateNormal, Normal
 
-from pyro_vpf.distributions.gauss_markov import (
-    gauss_markov_evidence,
-    gauss_markov_marginals,
-    gauss_markov_posterior,
-    linear_gaussian_potentials,
+from pyro_vpf.distributions.gauss_markov import gauss_markov_marginals, gauss_markov_posterior
+from pyro_vpf.distributions.linear_gaussian import (
+    conditioned_chain,
+    exact_log_evidence,
+    linear_gaussian_parameters,
+    stacked_state_space,
 )
-from pyro_vpf.processes import OU, JointStateSpace, psd_root
-from pyro_vpf.validation import check_integer, check_sequences, check_times
+from pyro_vpf.validation import check_integer, check_times
 
 __all__ = ["exact_log_likelihood", "gaussian_hmm", "kalman_log_likelihood",
            "kalman_observation_marginals", "kalman_smoother",
            "linear_gaussian_parameters"]
-
-
-def linear_gaussian_parameters(model):
-    r"""The state-space parameters of a linear-Gaussian VPF, as a dict.
-
-    Keys ``init_loc``, ``init_scale``, ``mean`` (:math:`m_0, s_0, \mu`), ``base`` (the
-    prior's base process), ``weight``, ``bias``, ``noise`` (:math:`C, d, r`) and, for the OU
-    base, ``rate`` and ``scale``.
-
-    Raises:
-        ValueError: if the model has a latent flow or a non-Gaussian likelihood.
-    """
-    flow = getattr(getattr(model, "prior", None), "flow", None)  # none: e.g. a latent SDE
-    if getattr(model, "obs_linear", None) is None or flow is None or len(flow.couplings) != 0:
-        raise ValueError(
-            "model: the exact likelihood needs a linear-Gaussian VPF: "
-            "VPF(..., num_flow_layers=0, observation='linear_gaussian')"
-        )
-    prior, obs = model.prior, model.obs_linear
-    params = {"init_loc": prior.init_loc, "init_scale": prior.init_scale,
-              "mean": prior.base_mean, "base": prior.base, "weight": obs.weight,
-              "bias": obs.bias, "noise": obs.noise_scale}
-    if isinstance(prior.base, OU):
-        params.update(rate=prior.base.rate, scale=prior.base.scale)
-    return params
-
-
-def _stacked_model(params, times):
-    r"""The stacked state-space form (:class:`~pyro_vpf.processes.JointStateSpace`): the
-    exact transitions :math:`(A_k, Q_k)` of the steps ``1..K``, ``(..., K, N, N)`` with the
-    batch of ``times``; the law :math:`(m_0', P_0')` of :math:`s_0`; the readout :math:`H`
-    ``(Dz, N)``; and the observation of the state, :math:`x = C H s + (C\mu + d) +
-    \text{noise}`: ``(weight, bias)`` of shapes ``(Dx, N)`` and ``(Dx,)``."""
-    space = JointStateSpace(params["base"], params["init_loc"].shape[-1])
-    A, Q = space.transition(times.diff(dim=-1))
-    m0, P0 = space.start(params["init_loc"] - params["mean"], params["init_scale"])
-    H = space.readout()
-    weight = params["weight"] @ H
-    bias = params["weight"] @ params["mean"] + params["bias"]
-    return A, Q, m0, P0, H, weight, bias
 
 
 def gaussian_hmm(model, times, num_sequences):
@@ -103,7 +63,7 @@ def gaussian_hmm(model, times, num_sequences):
         raise ValueError(f"times must hold at least two points, got {tuple(times.shape)}")
     if times.dim() == 2 and times.shape[0] != num_sequences:
         raise ValueError(f"times has {times.shape[0]} rows but num_sequences={num_sequences}")
-    A, Q, m0, P0, _, weight, bias = _stacked_model(params, times)
+    A, Q, m0, P0, _, weight, bias = stacked_state_space(params, times)
     batch = (num_sequences,)
     A, Q = A.expand(batch + A.shape[-3:]), Q.expand(batch + Q.shape[-3:])
     N = A.shape[-1]
@@ -120,46 +80,6 @@ def gaussian_hmm(model, times, num_sequences):
         MultivariateNormal(bias, torch.diag(params["noise"].square())),
         duration=times.shape[-1],
     )
-
-
-def _root(cov):
-    r"""Square roots :math:`R` (:math:`R R^\top` = ``cov``) of PSD noise covariances, with
-    no jitter where none is needed.
-
-    The Cholesky factor of the correlation matrix, rescaled, with a unit pivot in place of
-    every zero-variance row (a noiseless block), which then gives an exactly zero row: no
-    jitter, which would change the model by :math:`O(100\,\epsilon)` relative, a visible
-    bias of the likelihood in single precision. Matrices that still do not factorise
-    (several states driven by fewer noises) get :func:`~pyro_vpf.processes.psd_root`'s
-    relative jitter.
-    """
-    finfo = torch.finfo(cov.dtype)
-    variance = cov.diagonal(dim1=-2, dim2=-1)
-    noisy = variance > finfo.tiny
-    scale = torch.where(noisy, variance, 1.0).sqrt()
-    corr = cov / (scale.unsqueeze(-1) * scale.unsqueeze(-2)) + torch.diag_embed(
-        (~noisy).to(cov.dtype))
-    factor, info = torch.linalg.cholesky_ex(corr)
-    root = torch.where(noisy, scale, 0.0).unsqueeze(-1) * factor
-    failed = info != 0
-    if bool(failed.any()):
-        root = torch.where(failed[..., None, None], psd_root(cov), root)
-    return root
-
-
-def _conditioned_chain(model, x, times, mask):
-    r"""The prior chain of the stacked state and the potentials of the observations, as
-    :func:`~pyro_vpf.distributions.gauss_markov_posterior` takes them (noise
-    roots by :func:`_root`), with the validated ``(x, mask)``, the observation ``(weight,
-    bias, noise)`` of the state and the readout ``(H, mean)``."""
-    params = linear_gaussian_parameters(model)
-    x, times, mask, _ = check_sequences(x, times, mask, obs_dim=model.obs_dim,
-                                        like=params["init_loc"])
-    A, Q, m0, P0, H, weight, bias = _stacked_model(params, times)
-    noise = params["noise"]
-    precision, information = linear_gaussian_potentials(weight, bias, noise, x, mask)
-    chain = (m0, _root(P0), A, A.new_zeros(A.shape[:-1]), _root(Q), precision, information)
-    return chain, x, mask, (weight, bias, noise), (H, params["mean"])
 
 
 def kalman_log_likelihood(model, x, times, mask=None):
@@ -189,12 +109,7 @@ def kalman_log_likelihood(model, x, times, mask=None):
     Returns:
         torch.Tensor: ``(B,)``.
     """
-    chain, x, mask, (weight, bias, noise), _ = _conditioned_chain(model, x, times, mask)
-    loc, log_ratio = gauss_markov_evidence(*chain)
-    log_lik = Normal(loc @ weight.T + bias, noise).log_prob(x)
-    if mask is not None:
-        log_lik = torch.where(mask, log_lik, 0.0)
-    return log_lik.sum((-1, -2)) + log_ratio
+    return exact_log_evidence(model, x, times, mask)
 
 
 def kalman_smoother(model, x, times, mask=None):
@@ -221,7 +136,7 @@ def kalman_smoother(model, x, times, mask=None):
     Returns:
         tuple: ``(loc, cov)``, ``(B, K+1, Dz)`` and ``(B, K+1, Dz, Dz)``.
     """
-    chain, _, _, _, (H, mean) = _conditioned_chain(model, x, times, mask)
+    chain, _, _, _, (H, mean) = conditioned_chain(model, x, times, mask)
     m0, L0, A, b, L = gauss_markov_posterior(*chain)
     loc, cov = gauss_markov_marginals(m0, L0 @ L0.transpose(-1, -2), A, b, L)
     cov = H @ cov @ H.T
