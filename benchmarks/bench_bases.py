@@ -25,6 +25,11 @@ default) is the guide of every trained model.
      forward (``prior.forecast``);
    * ``vpf[ou]``: the same VPF with the OU base ``make_base("ou", 10.0)`` (the default base
      of ``bench_real.py``'s ``vpf``), for contrast: an OU path reverts to its mean;
+   * ``exact[trend+cycle]``: the same base with an identity latent flow and the
+     linear-Gaussian likelihood, a linear-Gaussian state-space model, fitted by maximising its
+     exact evidence (``fit_exact``, ``--co2-exact-steps`` Adam steps at ``--co2-exact-lr`` on
+     the same windows) and forecast with its exact posterior (``ExactPosterior``): no guide
+     to train, deterministic, so fitted once;
    * ``structural``: statsmodels' local linear trend + yearly seasonal
      (``structural_forecast``), fitted in the same run; deterministic, so fitted once.
 
@@ -87,12 +92,12 @@ import time
 import pyro
 import torch
 from bench_real import ORIGIN, _fit, _fmt, _score
-from pyro_vpf.guides import AffineGuide, MarkovGuide
+from pyro_vpf.guides import AffineGuide, ExactPosterior, MarkovGuide
 from pyro_vpf.models import VPF
 
 from pyro_vpf.data import load_co2, simulate_lorenz, stochastic_lorenz
 from pyro_vpf.evaluation import energy_distance, forecast_series, structural_forecast
-from pyro_vpf.infer import fit
+from pyro_vpf.infer import fit, fit_exact
 from pyro_vpf.processes import BASES, OU, make_base
 
 PARTS = ("co2", "fine", "sampling", "step")
@@ -175,6 +180,22 @@ def co2_rows(args):
     rows.append(_score("structural", base.samples, truth, scored, time.perf_counter() - tic,
                        seed=None, max_abs_ppm=float(base.samples.abs().max())))
     print("  co2 / structural: done", file=sys.stderr, flush=True)
+
+    if "trend+cycle" in args.co2_bases:  # the same base, linear-Gaussian, fitted exactly
+        tic = time.perf_counter()
+        pyro.clear_param_store()
+        pyro.set_rng_seed(args.seed)
+        model = VPF(1, 1, args.co2_hidden_dim, 0, time_scale=10.0, time_embed_dim=0,
+                    time_periods=(1.0,), observation="linear_gaussian",
+                    base=make_base("trend+cycle", **dict(CO2_BASES)["trend+cycle"])).to(device)
+        fit_exact(model, data.train.x, data.train.times, data.train.mask,
+                  num_steps=args.co2_exact_steps, lr=args.co2_exact_lr, progress=False)
+        draws = forecast_series(model, ExactPosterior(model), data.history, data.test.times,
+                                context=args.co2_window, num_samples=args.samples)[..., 0]
+        rows.append(_score("exact[trend+cycle]", draws.double().cpu(), truth, scored,
+                           time.perf_counter() - tic, seed=args.seed,
+                           max_abs_ppm=float(draws.abs().max())))
+        print("  co2 / exact[trend+cycle]: done", file=sys.stderr, flush=True)
 
     fit_args = argparse.Namespace(**{**vars(args), "lr": args.co2_lr})
     for name, base_args in CO2_BASES:
@@ -472,6 +493,9 @@ def main(argv=None):
     parser.add_argument("--co2-observation", default="linear_gaussian",
                         choices=["flow", "linear_gaussian"])
     parser.add_argument("--co2-lr", type=float, default=3e-2)
+    parser.add_argument("--co2-exact-steps", type=int, default=None,
+                        help="Adam steps of the exact fit (100)")
+    parser.add_argument("--co2-exact-lr", type=float, default=5e-2)
     parser.add_argument("--co2-bases", nargs="+", default=[b for b, _ in CO2_BASES],
                         choices=[b for b, _ in CO2_BASES])
     parser.add_argument("--samples", type=int, default=None, help="CO2 forecast draws (500)")
@@ -495,7 +519,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH", help="also write every row as JSON")
     args = parser.parse_args(argv)
-    for key, full, fast in (("co2_steps", 300, 10), ("co2_seeds", 3, 1), ("samples", 500, 50),
+    for key, full, fast in (("co2_steps", 300, 10), ("co2_exact_steps", 100, 10),
+                            ("co2_seeds", 3, 1), ("samples", 500, 50),
                             ("co2_window", 520, 104),
                             ("lorenz_steps", 200, 10), ("fine_points", 10001, 1001),
                             ("fine_paths", 256, 32),
