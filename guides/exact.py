@@ -19,11 +19,13 @@ class ExactPosterior(SequenceGuide):
     observations' Gaussian potentials (:func:`~pyro_vpf.distributions.gauss_markov_posterior`:
     the backward information filter, masks and per-sequence irregular times allowed) is again
     a Gauss--Markov chain, and the sites are its readout :math:`z = \mu + H s`
-    (:func:`~pyro_vpf.guides.base.readout_sites`). Because :math:`q` is the posterior itself,
-    :math:`\log p(x, z) - \log q(z) = \log p(x)` at every draw: the ELBO with this guide is the
+    (the state's start conditioned on :math:`z_0`, then the chain, scored exactly). Because
+    :math:`q` is the posterior itself, :math:`\log p(x, z) - \log q(z) = \log p(x)` at every
+    draw: the ELBO with this guide is the
     exact evidence with no Monte Carlo variance, and forecasts
     (:func:`~pyro_vpf.evaluation.forecast`), posterior predictive draws and interpolation
-    (:meth:`marginal`: the Rauch--Tung--Striebel marginals at the grid times) use the exact
+    (:meth:`~pyro_vpf.guides.SequenceGuide.marginal`: the Rauch--Tung--Striebel marginals at
+    the grid times) use the exact
     smoother where another guide would use its approximation. It is the guide of a model fitted
     by :func:`~pyro_vpf.infer.fit_exact`, and it follows the model's current parameters.
 
