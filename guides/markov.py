@@ -231,11 +231,13 @@ class MarkovGuide(ConstrainedParameters, SequenceGuide):
 
     def _smoother_parameters(self, x, times, mask):
         precision, information = self.potentials(x, times, mask)
-        return self._conditioned(times.expand(x.shape[0], -1), precision, information)
+        # times shared by the batch stay (K+1,): the reference's transitions are then computed
+        # once for every sequence, not once per sequence
+        return self._conditioned(times, precision, information)
 
     def _conditioned(self, times, precision, information):
         """``(m0, L0, A, b, L)``: the reference conditioned on the potentials, ``times``
-        ``(B, K+1)``."""
+        ``(K+1,)`` (shared) or ``(B, K+1)``."""
         if self.reference is not None:
             return self._state_parameters(times, precision, information)
         decay, variance = ou_transition(times, self.reference_rate, self.reference_scale)

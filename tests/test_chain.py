@@ -232,3 +232,38 @@ def test_benchmark_runs_and_prints_the_rule(capsys, monkeypatch):
     assert bench.main(["--quick", "--repeats", "1", "--budget", "2e5"]) == 0
     out = capsys.readouterr().out
     assert "seq/par" in out and "gaussian" in out and "affine" in out
+
+
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_conditioning_executions_agree(diagonal):
+    # the backward information filter one step at a time against the parallel suffix scan of
+    # the Kalman elements: posterior chain and evidence, values and gradients
+    from pyro_vpf.distributions import gauss_markov_evidence, gauss_markov_posterior
+
+    torch.manual_seed(5)
+    B, K, D = 3, 9, 3
+    prior = (B, K, D) if diagonal else (B, K, D, D)
+    F = (0.3 * torch.rand(prior, dtype=torch.float64) + 0.5).requires_grad_()
+    C = (0.2 * torch.rand(prior, dtype=torch.float64) + 0.3)
+    if not diagonal:
+        C = torch.tril(C)
+    C.requires_grad_()
+    c = torch.randn(B, K, D, dtype=torch.float64)
+    J = _spd(B, K + 1, D, D, scale=0.5)
+    J[:, 2] = 0.0  # a step with no information
+    h = torch.randn(B, K + 1, D, dtype=torch.float64)
+    loc0 = torch.randn(D, dtype=torch.float64)
+    C0 = torch.linalg.cholesky(_spd(D, D))
+    results = []
+    for execution in ("parallel", "sequential"):
+        post = gauss_markov_posterior(loc0, C0, F, c, C, J, h, diagonal=diagonal,
+                                      execution=execution)
+        loss = sum((torch.sin(t) if t.dim() else t).sum() for t in post)
+        grads = torch.autograd.grad(loss, (F, C))
+        results.append((post, grads))
+        if not diagonal:
+            loc, log_z = gauss_markov_evidence(loc0, C0, F, c, C, J, h, execution=execution)
+            results[-1] += (loc, log_z)
+    (post_p, grad_p, *ev_p), (post_s, grad_s, *ev_s) = results
+    for a, b in zip(post_p + grad_p + tuple(ev_p), post_s + grad_s + tuple(ev_s), strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)

@@ -35,7 +35,8 @@ import torch
 from pyro_vpf.chain.associative import choose_execution, parallel_scan
 from pyro_vpf.chain.elements import gaussian_covariance_combine
 
-__all__ = ["filtered_covariances", "innovation_log_density", "readout_gain"]
+__all__ = ["check_resolution", "filtered_covariances", "innovation_log_density",
+           "readout_gain"]
 
 
 def _mv(matrix, vector):
@@ -60,6 +61,17 @@ def readout_gain(cov, readout):
 def filtered_covariances(cov0, transition, noise_cov, readout, execution="auto"):
     r"""The value-independent pass of the readout filter (module docstring).
 
+    It runs in the arguments' precision, and again in float64 when that lost the innovation
+    variances: :math:`V_k = H P^-_k H^\top` is computed from entries of the size of
+    :math:`P^-_k`, so a smooth process at a fine grid (a readout variance of order
+    :math:`\Delta^{2p+1}` under state variances of order one) leaves it with no correct
+    digit in float32, even negative. The pass is redone in float64 (and its results rounded
+    back) where any :math:`V_k` is below :math:`10^3\,\epsilon` times the largest diagonal
+    entry of :math:`H P^-_k H^\top`'s terms, i.e. has fewer than about three correct digits;
+    this pass has the matrices' own batch only (no path dimension), so the float64 work is
+    small. On a device without float64 the pass stays in its precision and
+    :func:`check_resolution` refuses what it cannot hold.
+
     Args:
         cov0 (torch.Tensor): :math:`P_0`, ``(..., S, S)``, the start's covariance (already
             conditioned on :math:`y_0` where the start is).
@@ -76,6 +88,31 @@ def filtered_covariances(cov0, transition, noise_cov, readout, execution="auto")
         :math:`I - G_k H` ``(..., K, S, S)``; the batch is that of the arguments (no path
         dimension).
     """
+    out = _covariance_pass(cov0, transition, noise_cov, readout, execution)
+    dtype = transition.dtype
+    if dtype == torch.float64 or transition.device.type == "mps":
+        return out
+    _, V, _, _ = out
+    with torch.no_grad():
+        H = readout.unsqueeze(-3)
+        terms = (H.abs() @ _predicted(out[0], transition, noise_cov).abs()
+                 @ H.abs().transpose(-1, -2)).diagonal(dim1=-2, dim2=-1)
+        lost = bool((V.diagonal(dim1=-2, dim2=-1)
+                     <= 1e3 * torch.finfo(dtype).eps * terms).any())
+    if not lost:
+        return out
+    wide = _covariance_pass(*(t.double() for t in (cov0, transition, noise_cov, readout)),
+                            execution)
+    return tuple(t.to(dtype) for t in wide)
+
+
+def _predicted(covs, transition, noise_cov):
+    r""":math:`P^-_k = A_k P_{k-1} A_k^\top + Q_k` from the filtered covariances."""
+    return transition @ covs[..., :-1, :, :] @ transition.transpose(-1, -2) + noise_cov
+
+
+def _covariance_pass(cov0, transition, noise_cov, readout, execution):
+    """:func:`filtered_covariances` in the arguments' precision."""
     K, S = transition.shape[-3], transition.shape[-1]
     batch = torch.broadcast_shapes(cov0.shape[:-2], transition.shape[:-3],
                                    noise_cov.shape[:-3], readout.shape[:-2])
@@ -115,8 +152,7 @@ def filtered_covariances(cov0, transition, noise_cov, readout, execution="auto")
             gaussian_covariance_combine, [t.movedim(-3, 0) for t in elements]))
         covs = torch.cat([cov0.unsqueeze(-3).expand(batch + (1, S, S)), covs], -3)
     covs = 0.5 * (covs + covs.transpose(-1, -2))
-    predicted = transition @ covs[..., :-1, :, :] @ transition.transpose(-1, -2) + noise_cov
-    V, gain, projection = readout_gain(predicted, H)
+    V, gain, projection = readout_gain(_predicted(covs, transition, noise_cov), H)
     return covs, V, gain, projection
 
 
@@ -132,3 +168,42 @@ def innovation_log_density(error, innovation_cov):
     white = torch.linalg.solve_triangular(chol, error.unsqueeze(-1), upper=False).squeeze(-1)
     return (-0.5 * white.square().sum(-1) - chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
             - 0.5 * R * math.log(2 * math.pi)).sum(-1)
+
+
+#: how many times the rounding of the values the smallest innovation standard deviation must
+#: exceed. Measured in float32 against float64 on the same rounded path, relative error of
+#: the log-density per point: 5e-6 at a ratio of 86 (Matern 3/2, 10 001 points on [0, 1]),
+#: 1e-4 at 15.6 (Matern 5/2, 1 001 points), 4e-3 at 3.7 (Matern 3/2, 100 001 points)
+RESOLUTION = 16
+
+
+def check_resolution(innovation_cov, magnitude, dtype, name="value"):
+    r"""Refuse a path whose innovations are below the rounding of its values.
+
+    A path held in ``dtype`` carries each value to a relative precision :math:`\epsilon`;
+    the density of a smooth path at a fine grid depends on innovations (what the past does
+    not predict) whose standard deviation :math:`\sqrt{V_k}` can be far smaller than the
+    values themselves (of order :math:`\Delta^{p+1/2}` for a Matérn :math:`p + 1/2` path).
+    Where :math:`\sqrt{V_k} <` :data:`RESOLUTION` :math:`\cdot\,\epsilon\,(1 + m)` (``m``
+    the largest absolute value), rounding decides the density: a ``ValueError`` says so
+    rather than a wrong number. float64 is never refused.
+
+    Args:
+        innovation_cov (torch.Tensor): :math:`V_k`, ``(..., K, R, R)``.
+        magnitude (torch.Tensor or float): the values' largest absolute value.
+        dtype (torch.dtype): the values' dtype.
+        name (str): what the values are, for the message.
+    """
+    if dtype == torch.float64:
+        return
+    eps = torch.finfo(dtype).eps
+    with torch.no_grad():
+        smallest = float(innovation_cov.diagonal(dim1=-2, dim2=-1).min().clamp_min(0).sqrt())
+        rounding = eps * (1.0 + float(magnitude))
+    if smallest < RESOLUTION * rounding:
+        raise ValueError(
+            f"{name}: {dtype} cannot hold this path's density: the smallest innovation "
+            f"standard deviation is {smallest:.3g}, below {RESOLUTION} times the rounding of "
+            f"the values ({rounding:.3g}); the grid is too fine for a path this smooth in "
+            f"{dtype}. Use float64 (e.g. model.double() and double data) or a coarser grid")
+

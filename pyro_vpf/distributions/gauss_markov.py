@@ -6,7 +6,8 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from pyro_vpf.chain import covariance_combine, gaussian_combine, scan
+from pyro_vpf.chain import choose_execution, covariance_combine, gaussian_combine, scan
+from pyro_vpf.chain.condition import backward_information_filter
 from pyro_vpf.ops import matrix_linear_recurrence
 
 __all__ = ["GaussMarkovPath", "gauss_markov_evidence", "gauss_markov_marginals",
@@ -422,6 +423,16 @@ def _condition_chain(loc0, scale_tril0, transition, shift, scale_tril, precision
                                    information.shape[:-2])
     transition, scale_tril = (t.expand(batch + prior) for t in (transition, scale_tril))
     precision = precision.expand(batch + precision.shape[-3:])
+    chosen = choose_execution(K, D, shift.device, execution, work=batch.numel() * D ** 3)
+    if chosen == "sequential":
+        if diagonal:
+            transition, scale_tril = torch.diag_embed(transition), torch.diag_embed(scale_tril)
+        A, b, gram, _, Lam, eta = backward_information_filter(
+            transition, shift.expand(batch + shift.shape[-2:]), scale_tril, precision,
+            information.expand(batch + information.shape[-2:]))
+        gram0, _, m0 = _condition_on_potential(loc0, scale_tril0, Lam[..., 0, :, :],
+                                               eta[..., 0, :])
+        return m0, gram0, A, b, gram, Lam, eta
     shift, information = (t.expand(batch + t.shape[-2:]).unsqueeze(-1)
                           for t in (shift, information))  # vectors as (..., D, 1) columns
     # one element per transition k, with the potential at its end z_{k+1}

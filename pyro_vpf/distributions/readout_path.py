@@ -26,7 +26,11 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
 from pyro_vpf.chain import choose_execution
-from pyro_vpf.chain.readout import filtered_covariances, innovation_log_density
+from pyro_vpf.chain.readout import (
+    check_resolution,
+    filtered_covariances,
+    innovation_log_density,
+)
 from pyro_vpf.ops import matrix_linear_recurrence, matvec
 from pyro_vpf.processes.base import psd_root
 from pyro_vpf.processes.state_space import coordinate_parts
@@ -195,6 +199,8 @@ class GaussMarkovReadoutPath(TorchDistribution):
         m0, P0, _ = self._start()
         covs, V, gain, projection = filtered_covariances(P0, A, self.noise_cov, H,
                                                          self.execution)
+        check_resolution(V, value.detach().abs().max(), value.dtype,
+                         f"{type(self).__name__}.log_prob")
         # the means: m_k = (I - G_k H)(A_k m_{k-1} + b_k) + G_k y_k, matrices shared by paths
         batch = torch.broadcast_shapes(value.shape[:-2], self.batch_shape)
         m0 = m0.expand(batch + m0.shape[-1:])
