@@ -35,7 +35,7 @@ import torch
 from pyro_vpf.chain.associative import choose_execution, parallel_scan
 from pyro_vpf.chain.elements import gaussian_covariance_combine
 
-__all__ = ["check_resolution", "filtered_covariances", "innovation_log_density",
+__all__ = ["RESOLUTION", "check_resolution", "filtered_covariances", "innovation_log_density",
            "readout_gain"]
 
 
