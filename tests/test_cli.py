@@ -239,7 +239,8 @@ def test_bases_benchmark_runs_and_writes_json(tmp_path):
             assert values and all(isinstance(v, (int, float)) and math.isfinite(v)
                                   for v in values), (key, row)
 
-    assert [r["model"] for r in record["co2"]] == ["structural", "vpf[trend+cycle]", "vpf[ou]"]
+    assert [r["model"] for r in record["co2"]] == ["structural", "exact[trend+cycle]",
+                                                   "vpf[trend+cycle]", "vpf[ou]"]
     for r in record["co2"] + record["co2_summary"]:
         finite(r, ("mse", "mae", "crps", "cov50", "cov90", "seconds"))
         assert 0 <= r["cov50"] <= 1 and 0 <= r["cov90"] <= 1
