@@ -107,7 +107,7 @@ class _LinearRecurrence(torch.autograd.Function):
     def forward(ctx, a, b, execution):
         # a, b have the recurrence dimension first; a broadcasts against b.
         with torch.no_grad():
-            h = scan(scalar_affine_combine, [a, b], execution=execution)[1]
+            h = scan(scalar_affine_combine, [a, b], execution=execution, needed=(1,))[1]
         ctx.execution = execution
         ctx.save_for_backward(a, h)
         return h
@@ -212,7 +212,7 @@ def matrix_linear_recurrence(A, b, dim=-2, execution="auto"):
     A = own_dims(A, n, own)
     step = own.index(time_dim)
     h = scan(affine_combine, [A.movedim(step, 0), columns.movedim(step, 0)], execution=execution,
-             state_dim=b.shape[-1])[1].movedim(0, step)
+             state_dim=b.shape[-1], needed=(1,))[1].movedim(0, step)
     return from_columns(h, batch, shared, own)
 
 

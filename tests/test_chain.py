@@ -267,3 +267,17 @@ def test_conditioning_executions_agree(diagonal):
     (post_p, grad_p, *ev_p), (post_s, grad_s, *ev_s) = results
     for a, b in zip(post_p + grad_p + tuple(ev_p), post_s + grad_s + tuple(ev_s), strict=True):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("K", LENGTHS)
+def test_a_recurrence_that_reads_its_vectors_only(reverse, K):
+    # needed=(1,): the affine operators skip the matrix prefixes and return the same vectors
+    torch.manual_seed(K)
+    for combine, make in (CASES["affine"], CASES["scalar_affine"]):
+        elements = make(K)
+        full = _loop(combine, elements, reverse)
+        for run in (parallel_scan, sequential_scan):
+            got = run(combine, elements, reverse=reverse, needed=(1,))
+            assert got[0] is None
+            assert torch.allclose(got[1], full[1], rtol=1e-10, atol=1e-10)

@@ -81,10 +81,10 @@ def choose_execution(num_steps, state_dim, device, execution="auto", work=None):
 
 
 def _take(elements, index):
-    return [t[index] for t in elements]
+    return [None if t is None else t[index] for t in elements]
 
 
-def parallel_scan(combine, elements, reverse=False):
+def parallel_scan(combine, elements, reverse=False, needed=None):
     r"""Inclusive scan of ``elements`` under ``combine`` by odd--even reduction.
 
     Args:
@@ -96,31 +96,46 @@ def parallel_scan(combine, elements, reverse=False):
             sizes ``K`` there); their other dimensions are the combine's business.
         reverse (bool): suffixes :math:`e_k \otimes \dots \otimes e_{K-1}` instead of
             prefixes.
+        needed (tuple of int, optional): the components of the result the caller reads, for
+            an operator that can skip the others: called as ``combine(earlier, later,
+            needed=needed)``, it must return those components (``None`` for the rest) from
+            the same components of ``earlier`` and all of ``later``. An affine recurrence
+            reads only its vectors (``needed=(1,)``), and then no product of its matrices
+            is formed but those the pairs need. A reversed scan computes every component
+            (a suffix reads the matrices of what follows it) and drops the others.
 
     Returns:
         list of torch.Tensor: the prefixes (or suffixes), shaped as the combine returns
-        them, with ``K`` on dim 0.
+        them, with ``K`` on dim 0 (``None`` for components not ``needed``).
     """
     elements = list(elements)
     if reverse:  # suffixes of e are the prefixes of the reversed sequence, operands swapped
+        # (a suffix reads the matrices of what follows it: every component is computed)
         flipped = [t.flip(0) for t in elements]
         out = parallel_scan(lambda first, second: combine(second, first), flipped)
-        return [t.flip(0) for t in out]
+        return [t.flip(0) if needed is None or i in needed else None
+                for i, t in enumerate(out)]
     K = elements[0].shape[0]
     if K < 2:
-        return elements
+        return [t if needed is None or i in needed else None for i, t in enumerate(elements)]
     half = K // 2
     # pairs (2i, 2i+1) combine into the element that ends at 2i+1
     pairs = combine(_take(elements, slice(0, 2 * half, 2)),
                     _take(elements, slice(1, 2 * half, 2)))
-    odd = parallel_scan(combine, pairs)  # the prefixes that end at 2i+1
+    odd = parallel_scan(combine, pairs, needed=needed)  # the prefixes that end at 2i+1
     # the prefix that ends at 2i (i >= 1) is the one at 2i-1 followed by e_{2i}
-    rest = combine(_take(odd, slice(0, (K - 1) // 2)), _take(elements, slice(2, K, 2)))
-    even = [_cat([e[:1], r]) for e, r in zip(elements, rest, strict=True)]
+    earlier, later = _take(odd, slice(0, (K - 1) // 2)), _take(elements, slice(2, K, 2))
+    rest = combine(earlier, later) if needed is None else combine(earlier, later,
+                                                                   needed=needed)
+    even = [None if r is None else _cat([e[:1], r]) for e, r in zip(elements, rest,
+                                                                     strict=True)]
     if K % 2:
-        odd = [torch.cat([o, torch.zeros_like(o[:1])]) for o in odd]
+        odd = [None if o is None else torch.cat([o, torch.zeros_like(o[:1])]) for o in odd]
     out = []
     for e, o in zip(even, odd, strict=True):
+        if e is None or o is None:
+            out.append(None)
+            continue
         shape = torch.broadcast_shapes(e.shape[1:], o.shape[1:])
         e, o = e.expand(e.shape[:1] + shape), o.expand(o.shape[:1] + shape)
         out.append(torch.stack([e, o], dim=1).flatten(0, 1)[:K])
@@ -133,7 +148,7 @@ def _cat(parts):
     return torch.cat([p.expand(p.shape[:1] + shape) for p in parts])
 
 
-def sequential_scan(combine, elements, reverse=False):
+def sequential_scan(combine, elements, reverse=False, needed=None):
     r"""The same scan as :func:`parallel_scan`, one combine after the other.
 
     Each combine is batched over everything but the element index; there is one per
@@ -151,13 +166,17 @@ def sequential_scan(combine, elements, reverse=False):
         element = [p[k].unsqueeze(0) for p in pieces]
         if acc is None:
             acc = element
+        elif reverse:  # a suffix reads the matrices of what follows it: all components
+            acc = combine(element, acc)
         else:
-            acc = combine(element, acc) if reverse else combine(acc, element)
+            acc = combine(acc, element) if needed is None else combine(acc, element,
+                                                                      needed=needed)
         out[k] = acc
-    return [_cat([step[i] for step in out]) for i in range(len(elements))]
+    return [None if needed is not None and i not in needed
+            else _cat([step[i] for step in out]) for i in range(len(elements))]
 
 
-def scan(combine, elements, reverse=False, execution="auto", state_dim=1):
+def scan(combine, elements, reverse=False, execution="auto", state_dim=1, needed=None):
     r"""Inclusive scan of ``elements`` under ``combine``, executed as :func:`choose_execution`
     picks (``execution`` one of :data:`EXECUTIONS`; the work of a step is estimated from
     the size of the largest element tensor and ``state_dim``); arguments as for
@@ -167,4 +186,4 @@ def scan(combine, elements, reverse=False, execution="auto", state_dim=1):
     chosen = choose_execution(elements[0].shape[0], state_dim, elements[0].device, execution,
                               work=work)
     run = parallel_scan if chosen == "parallel" else sequential_scan
-    return run(combine, elements, reverse)
+    return run(combine, elements, reverse, needed)

@@ -14,18 +14,22 @@ __all__ = ["affine_combine", "covariance_combine", "gaussian_combine",
            "gaussian_covariance_combine", "scalar_affine_combine"]
 
 
-def scalar_affine_combine(earlier, later):
+def scalar_affine_combine(earlier, later, needed=None):
     r"""Elementwise affine maps :math:`x \mapsto a x + b`:
-    :math:`(a_1, b_1) \otimes (a_2, b_2) = (a_2 a_1,\; a_2 b_1 + b_2)`."""
+    :math:`(a_1, b_1) \otimes (a_2, b_2) = (a_2 a_1,\; a_2 b_1 + b_2)` (only the second
+    with ``needed=(1,)``: it does not read :math:`a_1`)."""
     (a1, b1), (a2, b2) = earlier, later
-    return [a2 * a1, torch.addcmul(b2, a2, b1)]
+    b = torch.addcmul(b2, a2, b1)
+    return [None, b] if needed == (1,) else [a2 * a1, b]
 
 
-def affine_combine(earlier, later):
+def affine_combine(earlier, later, needed=None):
     r"""Affine maps :math:`x \mapsto A x + b` with matrices :math:`A` ``(..., S, S)`` and
-    vectors as columns ``(..., S, C)``: :math:`(A_2 A_1,\; A_2 b_1 + b_2)`."""
+    vectors as columns ``(..., S, C)``: :math:`(A_2 A_1,\; A_2 b_1 + b_2)` (only the second
+    with ``needed=(1,)``: it does not read :math:`A_1`)."""
     (A1, b1), (A2, b2) = earlier, later
-    return [A2 @ A1, torch.baddbmm(b2, A2, b1) if _bmm_able(A2, b1, b2) else A2 @ b1 + b2]
+    b = torch.baddbmm(b2, A2, b1) if _bmm_able(A2, b1, b2) else A2 @ b1 + b2
+    return [None, b] if needed == (1,) else [A2 @ A1, b]
 
 
 def _bmm_able(*tensors):
