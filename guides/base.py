@@ -6,7 +6,7 @@ from pyro.distributions import MultivariateNormal, TransformedDistribution
 from pyro.distributions.transforms import AffineTransform
 from torch import nn
 
-from pyro_vpf.distributions import GaussMarkovReadoutPath
+from pyro_vpf.distributions import GaussMarkovReadoutPath, gauss_markov_marginals
 from pyro_vpf.params import register
 from pyro_vpf.plates import sequence_plate
 from pyro_vpf.sites import Z0, Z
@@ -17,7 +17,7 @@ from pyro_vpf.validation import (
     program_checks_values,
 )
 
-__all__ = ["SequenceGuide", "grid_index", "readout_sites"]
+__all__ = ["SequenceGuide", "chain_marginals", "grid_index", "readout_sites"]
 
 
 class SequenceGuide(nn.Module):
@@ -139,3 +139,19 @@ def grid_index(times, query_times, num_sequences):
         raise ValueError("query_times must be times of the grid: this guide defines "
                          "q(z | x) at the observation times only")
     return index
+
+
+def chain_marginals(chain, index, readout=None, mean=None):
+    r"""The marginals of a Gauss--Markov chain ``(m0, L0, A, b, L)`` at the grid positions
+    ``index`` ``(B, Q)`` (:func:`grid_index`), as a ``MultivariateNormal`` with batch
+    ``(B, Q)``: of the state itself, or of its readout :math:`\mu + H s` given ``readout``
+    :math:`H` and ``mean`` :math:`\mu` (:func:`~pyro_vpf.distributions.gauss_markov_marginals`
+    for every grid point, then gathered)."""
+    m0, L0, A, b, L = chain
+    loc, cov = gauss_markov_marginals(m0, L0 @ L0.transpose(-1, -2), A, b, L)
+    if readout is not None:
+        loc, cov = loc @ readout.T + mean, readout @ cov @ readout.T
+    D = loc.shape[-1]
+    loc = loc.gather(1, index.unsqueeze(-1).expand(-1, -1, D))
+    cov = cov.gather(1, index[..., None, None].expand(-1, -1, D, D))
+    return MultivariateNormal(loc, 0.5 * (cov + cov.transpose(-1, -2)))

@@ -1,9 +1,8 @@
 r"""The exact posterior of a linear-Gaussian VPF, as a guide program."""
 
-from pyro.distributions import MultivariateNormal
-from pyro_vpf.guides.base import SequenceGuide, grid_index, readout_sites
+from pyro_vpf.guides.base import SequenceGuide, chain_marginals, grid_index, readout_sites
 
-from pyro_vpf.distributions import gauss_markov_marginals, gauss_markov_posterior
+from pyro_vpf.distributions import gauss_markov_posterior
 from pyro_vpf.distributions.linear_gaussian import conditioned_chain, linear_gaussian_parameters
 
 __all__ = ["ExactPosterior"]
@@ -69,13 +68,8 @@ class ExactPosterior(SequenceGuide):
         of the sequences' grids (put a time to interpolate on the grid with its entries
         masked), batch ``(B, Q)``, event ``(Dz,)``."""
         index = grid_index(times, query_times, x.shape[0])
-        (m0, L0, A, b, L), (H, mean) = self.posterior_chain(x, times, mask)
-        loc, cov = gauss_markov_marginals(m0, L0 @ L0.transpose(-1, -2), A, b, L)
-        loc, cov = loc @ H.T + mean, H @ cov @ H.T
-        D = self.latent_dim
-        loc = loc.gather(1, index.unsqueeze(-1).expand(-1, -1, D))
-        cov = cov.gather(1, index[..., None, None].expand(-1, -1, D, D))
-        return MultivariateNormal(loc, 0.5 * (cov + cov.transpose(-1, -2)))
+        chain, (H, mean) = self.posterior_chain(x, times, mask)
+        return chain_marginals(chain, index, H, mean)
 
     def extra_repr(self):
         return f"model={type(self.model).__name__}"

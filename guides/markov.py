@@ -6,13 +6,12 @@ import math
 import pyro
 import torch
 from pyro.distributions import MultivariateNormal, constraints
-from pyro_vpf.guides.base import SequenceGuide, grid_index, readout_sites
+from pyro_vpf.guides.base import SequenceGuide, chain_marginals, grid_index, readout_sites
 from torch import nn
 from torch.distributions import transform_to
 
 from pyro_vpf.distributions import (
     GaussMarkovPath,
-    gauss_markov_marginals,
     gauss_markov_posterior,
     ou_transition,
 )
@@ -290,15 +289,10 @@ class MarkovGuide(ConstrainedParameters, SequenceGuide):
         :func:`~pyro_vpf.distributions.gauss_markov_marginals`.
         """
         index = grid_index(times, query_times, x.shape[0])
-        m0, L0, A, b, L = self.parameters_of(x, times, mask)
-        loc, cov = gauss_markov_marginals(m0, L0 @ L0.transpose(-1, -2), A, b, L)
-        if self.reference is not None:  # the readout of the state's marginals
-            H = self.readout()
-            loc, cov = loc @ H.T + self.reference_mean, H @ cov @ H.T
-        D = self.latent_dim
-        loc = loc.gather(1, index.unsqueeze(-1).expand(-1, -1, D))
-        cov = cov.gather(1, index[..., None, None].expand(-1, -1, D, D))
-        return MultivariateNormal(loc, cov)
+        chain = self.parameters_of(x, times, mask)
+        if self.reference is None:
+            return chain_marginals(chain, index)
+        return chain_marginals(chain, index, self.readout(), self.reference_mean)
 
     def sample_sites(self, x, times, mask):
         self._sites(*self.parameters_of(x, times, mask))

@@ -39,10 +39,6 @@ __all__ = ["RESOLUTION", "check_resolution", "filtered_covariances", "innovation
            "readout_gain"]
 
 
-def _mv(matrix, vector):
-    return (matrix @ vector.unsqueeze(-1)).squeeze(-1)
-
-
 def readout_gain(cov, readout):
     r"""The gain of a noiseless readout of :math:`\mathcal N(\cdot, P)`:
     ``(V, G, projection)`` with :math:`V = H P H^\top`, :math:`G = P H^\top V^{-1}` and
@@ -56,6 +52,12 @@ def readout_gain(cov, readout):
         gain = torch.linalg.solve(V, HP).transpose(-1, -2)
     eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
     return V, gain, eye - gain @ readout
+
+
+def _updated(predicted, readout):
+    """The covariance after a noiseless readout, in Joseph's form."""
+    _, _, projection = readout_gain(predicted, readout)
+    return projection @ predicted @ projection.transpose(-1, -2)
 
 
 def filtered_covariances(cov0, transition, noise_cov, readout, execution="auto"):
@@ -88,31 +90,25 @@ def filtered_covariances(cov0, transition, noise_cov, readout, execution="auto")
         :math:`I - G_k H` ``(..., K, S, S)``; the batch is that of the arguments (no path
         dimension).
     """
-    out = _covariance_pass(cov0, transition, noise_cov, readout, execution)
+    *out, predicted = _covariance_pass(cov0, transition, noise_cov, readout, execution)
     dtype = transition.dtype
     if dtype == torch.float64 or transition.device.type == "mps":
-        return out
-    _, V, _, _ = out
+        return tuple(out)
     with torch.no_grad():
-        H = readout.unsqueeze(-3)
-        terms = (H.abs() @ _predicted(out[0], transition, noise_cov).abs()
-                 @ H.abs().transpose(-1, -2)).diagonal(dim1=-2, dim2=-1)
-        lost = bool((V.diagonal(dim1=-2, dim2=-1)
+        H = readout.unsqueeze(-3).abs()
+        terms = (H @ predicted.abs() @ H.transpose(-1, -2)).diagonal(dim1=-2, dim2=-1)
+        lost = bool((out[1].diagonal(dim1=-2, dim2=-1)
                      <= 1e3 * torch.finfo(dtype).eps * terms).any())
     if not lost:
-        return out
+        return tuple(out)
     wide = _covariance_pass(*(t.double() for t in (cov0, transition, noise_cov, readout)),
                             execution)
-    return tuple(t.to(dtype) for t in wide)
-
-
-def _predicted(covs, transition, noise_cov):
-    r""":math:`P^-_k = A_k P_{k-1} A_k^\top + Q_k` from the filtered covariances."""
-    return transition @ covs[..., :-1, :, :] @ transition.transpose(-1, -2) + noise_cov
+    return tuple(t.to(dtype) for t in wide[:-1])
 
 
 def _covariance_pass(cov0, transition, noise_cov, readout, execution):
-    """:func:`filtered_covariances` in the arguments' precision."""
+    """:func:`filtered_covariances` in the arguments' precision, with the predicted
+    covariances :math:`P^-_k` last."""
     K, S = transition.shape[-3], transition.shape[-1]
     batch = torch.broadcast_shapes(cov0.shape[:-2], transition.shape[:-3],
                                    noise_cov.shape[:-3], readout.shape[:-2])
@@ -121,26 +117,20 @@ def _covariance_pass(cov0, transition, noise_cov, readout, execution):
     H = readout.unsqueeze(-3)  # (..., 1, R, S)
     if chosen == "sequential":
         P, covs = cov0, [cov0.expand(batch + (S, S))]
-        for k in range(K):
-            A = transition[..., k, :, :]
-            predicted = A @ P @ A.transpose(-1, -2) + noise_cov[..., k, :, :]
-            _, _, projection = readout_gain(predicted, readout)
-            P = projection @ predicted @ projection.transpose(-1, -2)
+        for A, Q in zip(transition.unbind(-3), noise_cov.unbind(-3), strict=True):
+            P = _updated(A @ P @ A.transpose(-1, -2) + Q, readout)
             covs.append(P.expand(batch + (S, S)))
         covs = torch.stack(covs, -3)
     else:
         # element k: s_k | s_{k-1}, y_k (A, C) and what y_k says about s_{k-1} (J); the first
         # starts from P_0 itself (A = 0, J = 0)
-        _, _, projection = readout_gain(noise_cov, H)
+        innovation, _, projection = readout_gain(noise_cov, H)
         A_el = projection @ transition
         C_el = projection @ noise_cov @ projection.transpose(-1, -2)
         HA = H @ transition
-        innovation = H @ noise_cov @ H.transpose(-1, -2)
         J = HA.transpose(-1, -2) @ torch.linalg.solve(innovation, HA)
-        first = transition[..., :1, :, :] @ cov0.unsqueeze(-3) @ transition[
-            ..., :1, :, :].transpose(-1, -2) + noise_cov[..., :1, :, :]
-        _, _, first_projection = readout_gain(first, H)
-        first = first_projection @ first @ first_projection.transpose(-1, -2)
+        first = _updated(transition[..., :1, :, :] @ cov0.unsqueeze(-3) @ transition[
+            ..., :1, :, :].transpose(-1, -2) + noise_cov[..., :1, :, :], H)
         zeros = torch.zeros_like(first)
         elements = [torch.cat([zeros.expand(batch + (1, S, S)),
                                A_el.expand(batch + (K, S, S))[..., 1:, :, :]], -3),
@@ -152,8 +142,9 @@ def _covariance_pass(cov0, transition, noise_cov, readout, execution):
             gaussian_covariance_combine, [t.movedim(-3, 0) for t in elements]))
         covs = torch.cat([cov0.unsqueeze(-3).expand(batch + (1, S, S)), covs], -3)
     covs = 0.5 * (covs + covs.transpose(-1, -2))
-    V, gain, projection = readout_gain(_predicted(covs, transition, noise_cov), H)
-    return covs, V, gain, projection
+    predicted = transition @ covs[..., :-1, :, :] @ transition.transpose(-1, -2) + noise_cov
+    V, gain, projection = readout_gain(predicted, H)
+    return covs, V, gain, projection, predicted
 
 
 def innovation_log_density(error, innovation_cov):

@@ -30,6 +30,7 @@ from pyro_vpf.chain.readout import (
     check_resolution,
     filtered_covariances,
     innovation_log_density,
+    readout_gain,
 )
 from pyro_vpf.ops import matrix_linear_recurrence, matvec
 from pyro_vpf.processes.base import psd_root
@@ -63,10 +64,7 @@ def condition_on_readout(loc, cov, readout, value):
         ``projection @ R`` is a root of the conditioned covariance for any root ``R`` of
         :math:`P`.
     """
-    HP = readout @ cov
-    gain = torch.linalg.solve(HP @ readout.transpose(-1, -2), HP).transpose(-1, -2)
-    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-    projection = eye - gain @ readout
+    _, gain, projection = readout_gain(cov, readout)
     new_loc = loc + _mv(gain, value - _mv(readout, loc))
     return new_loc, projection @ cov @ projection.transpose(-1, -2), projection
 

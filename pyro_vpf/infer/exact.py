@@ -3,7 +3,7 @@ r"""Fitting a linear-Gaussian VPF by its exact evidence: no guide to train, no M
 import torch
 from pyro.infer.elbo import ELBO
 
-from pyro_vpf.distributions.linear_gaussian import exact_log_evidence, linear_gaussian_parameters
+from pyro_vpf.distributions.linear_gaussian import exact_log_evidence
 from pyro_vpf.guides import ExactPosterior
 from pyro_vpf.infer.fit import fit
 from pyro_vpf.params import register
@@ -37,8 +37,6 @@ class ExactEvidence(ELBO):
         if float(kl_weight) != 1.0:
             raise ValueError(f"kl_weight must be 1 for the exact evidence (beta and KL "
                              f"annealing weight a KL term it does not have), got {kl_weight}")
-        linear_gaussian_parameters(model)
-        register(model, model.name)  # SVI updates the parameters it sees registered
         B = x.shape[0]
         scale = 1.0
         if batch_size is not None and batch_size < B:
@@ -46,7 +44,9 @@ class ExactEvidence(ELBO):
             x, times = x[rows], select_times(times, rows)
             mask = None if mask is None else mask[rows]
             scale = B / batch_size
-        return scale * exact_log_evidence(model, x, times, mask).sum()
+        evidence = exact_log_evidence(model, x, times, mask).sum()  # refuses other models
+        register(model, model.name)  # SVI updates the parameters it sees registered
+        return scale * evidence
 
     def _get_trace(self, model, guide, args, kwargs):
         raise NotImplementedError("ExactEvidence runs no model or guide trace")
